@@ -117,6 +117,230 @@ def denoise(
                f"{model} (hidden {meta['hidden_size']}, shift {meta['shift']}) -> {output}")
 
 
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", envvar="HPO_STORAGE", show_envvar=True,
+    help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
+         "Default: sqlite file storage/hpo.db under the current directory.")]
+StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.")]
+Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+
+
+def _open(storage: str | None, create: bool = False) -> tuple[str, Any]:
+    from hpo.storage import open_storage, resolve_url
+
+    url = resolve_url(storage)
+    return url, open_storage(url, create=create, heartbeat=False)
+
+
+def _load(name: str, storage: str | None) -> tuple[Any, Any]:
+    from hpo.study import load
+
+    return load(name, _open(storage)[1])
+
+
+@app.command()
+@friendly
+def create(
+    study_file: Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")],
+    storage: StorageOpt = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Budget of the whole study.")] = None,
+) -> None:
+    """Create the study (idempotent) so that workers anywhere can join it."""
+    from hpo.storage import mask
+    from hpo.study import create_study
+    from hpo.studyfile import load_study_file
+
+    spec = load_study_file(study_file)
+    url, st = _open(storage, create=True)
+    study = create_study(spec, st, trials)
+    typer.echo(f"study '{study.study_name}' ready on {mask(url)} "
+               f"(budget {study.user_attrs['hpo:budget']} trials)")
+
+
+@app.command()
+@friendly
+def search(
+    study_file: Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")],
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 2,
+    trials: Annotated[int | None, typer.Option(
+        min=1, help="Budget of the whole study (finished trials, all workers, all runs).")] = None,
+    storage: StorageOpt = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0, help="Start no new trial after this many seconds.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
+    top: Annotated[int, typer.Option(min=1, help="Best trials to print at the end.")] = 5,
+) -> None:
+    """Run a parallel search: create the study once, start workers, show progress."""
+    from hpo.queries import best_trials, trial_record, trials_table
+    from hpo.search import supervise
+    from hpo.storage import DEFAULT_DIR
+    from hpo.study import create_study
+    from hpo.studyfile import load_study_file
+
+    spec = load_study_file(study_file)
+    url, st = _open(storage, create=True)
+    study = create_study(spec, st, trials)
+    console = Console(stderr=True)
+    outcome = supervise(study, url, workers, threads, DEFAULT_DIR / "logs", timeout, console)
+    records = [trial_record(t) for t in best_trials(study, top)]
+    if records:
+        Console().print(trials_table(f"best trials of '{study.study_name}'", records,
+                                     list(spec.metrics)))
+    typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
+    for line in outcome.worker_errors:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    if outcome.interrupted:
+        typer.echo("interrupted: run the same command again to resume toward the budget")
+        raise typer.Exit(130)
+    if outcome.worker_errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def worker(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    threads: Annotated[int, typer.Option(min=1, envvar="HPO_THREADS")] = 1,
+    worker_index: Annotated[int | None, typer.Option(help="Seeds this worker's sampler.")] = None,
+) -> None:
+    """Join an existing study from any machine; stop when its budget is reached."""
+    import logging
+
+    from hpo.storage import resolve_url
+    from hpo.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        s = run_worker(resolve_url(storage), study, worker_index=worker_index, threads=threads)
+    except KeyboardInterrupt:
+        err.print("worker interrupted; its running trial was failed and re-queued")
+        raise typer.Exit(130) from None
+    typer.echo(f"worker done: {s.completed} complete, {s.pruned} pruned, {s.failed} failed")
+
+
+@app.command()
+@friendly
+def studies(
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the studies in the storage."""
+    from rich.table import Table
+
+    from hpo.queries import fmt
+    from hpo.queries import studies as list_studies
+
+    rows = list_studies(_open(storage)[1])
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title_justify="left")
+    cols = ["name", "directions", "finished", "budget", "running", "failed", "best_value"]
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c]) for c in cols))
+    Console().print(table)
+
+
+@app.command()
+@friendly
+def best(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(min=1, help="How many trials.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The best trials (the Pareto front for two objectives)."""
+    from hpo.queries import best_trials, trial_record, trials_table
+
+    s, spec = _load(study, storage)
+    records = [trial_record(t) for t in best_trials(s, top)]
+    if as_json:
+        emit_json(records)
+        return
+    if not records:
+        raise HpoError(f"study '{study}' has no complete trial yet")
+    Console().print(trials_table(f"best of '{study}'", records, list(spec.metrics)))
+
+
+@app.command()
+@friendly
+def trials(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    state: Annotated[str | None, typer.Option(help="complete, pruned, fail, running, "
+                                                   "waiting.")] = None,
+    fmt_: Format = "table",
+) -> None:
+    """All trials of a study, as a table, JSON or CSV."""
+    from hpo.queries import parse_state, to_csv, to_json, trial_record, trials_table
+
+    if fmt_ not in ("table", "json", "csv"):
+        raise HpoError(f"--format: unknown format {fmt_!r}; use table, json or csv")
+    states = parse_state(state)
+    s, spec = _load(study, storage)
+    records = [trial_record(t) for t in s.get_trials(deepcopy=False, states=states)]
+    if fmt_ == "json":
+        sys.stdout.write(to_json(records) + "\n")
+    elif fmt_ == "csv":
+        sys.stdout.write(to_csv(records))
+    else:
+        Console().print(trials_table(f"trials of '{study}'", records, list(spec.metrics)))
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(min=1)] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="Retrainings per configuration.")] = 3,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Retrain the top configurations on several seeds; report held-out test % removed."""
+    from rich.table import Table
+
+    from hpo.evaluate import evaluate_top
+
+    s, spec = _load(study, storage)
+    rows = evaluate_top(s, spec, top, seeds, workers)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"'{study}': held-out test over {seeds} seeds", title_justify="left")
+    for c in ("#", "params", "search val", "val mean ± std", "test mean ± std", "s/seed"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(str(r["number"]), " ".join(f"{k}={v}" for k, v in r["params"].items()),
+                      f"{r['search_value']:.2f}", f"{r['val_mean']:.2f} ± {r['val_std']:.2f}",
+                      f"{r['test_mean']:.2f} ± {r['test_std']:.2f}",
+                      f"{r['seconds_per_seed']:.1f}")
+    Console().print(table)
+
+
+@app.command("replay")
+@friendly
+def replay_cmd(
+    study: StudyArg,
+    trial: Annotated[int, typer.Argument(help="Trial number.")],
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Retrain one trial from its recorded seeds and compare with its recorded score."""
+    from hpo.evaluate import replay
+
+    s, spec = _load(study, storage)
+    r = replay(s, spec, trial)
+    if as_json:
+        emit_json(r)
+        return
+    typer.echo(f"trial {trial} {r['params']}: recorded {r['recorded']}, replayed "
+               f"{r['replayed']} -> {'identical' if r['identical'] else 'DIFFERENT'}")
+
+
 def main() -> None:
     app()
 

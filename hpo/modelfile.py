@@ -57,7 +57,8 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as e:
         raise InputFileError(f"{path}: not an hpo model file (it does not load as a safe torch "
-                             "file); pass a file saved by `hpo train --save` or `hpo export`") from e
+                             "file); pass a file saved by `hpo train --save` or `hpo export`"
+                             ) from e
     meta = blob.get("meta") if isinstance(blob, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputFileError(f"{path}: not an hpo model file (no '{FORMAT}' metadata); pass a "

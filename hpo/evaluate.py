@@ -1,0 +1,94 @@
+"""The numbers we publish: retrain the best configurations on several seeds and score them on the
+held-out test split that no search ever saw; and replay any trial exactly from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from hpo.errors import HpoError
+from hpo.objective import cached_split
+from hpo.queries import best_trials
+from hpo.studyfile import StudySpec
+from hpo.train import evaluate, train
+
+EVAL_ATTR = "hpo:evaluation"
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: StudySpec
+    number: int
+    params: dict[str, Any]
+    seed: int
+    threads: int
+
+
+def run_job(job: Job) -> dict[str, float]:
+    data = job.spec.data_config(job.params)
+    result = train(job.spec.train_config(job.params, job.seed, job.threads),
+                   cached_split(data, "train"), cached_split(data, "val"))
+    test = evaluate(result.model, cached_split(data, "test")) if result.status != "diverged" else 0
+    return {"val": result.val_removed, "test": test, "seconds": result.seconds}
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
+                 workers: int | None = None, threads: int = 1) -> list[dict[str, Any]]:
+    """Retrains each of the top trials `seeds` times (its own seeds first) and scores on test."""
+    from hpo.study import trial_seed
+
+    trials = best_trials(study, top)
+    if not trials:
+        raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "
+                       f"`hpo search` or `hpo worker {study.study_name}` first")
+    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads)
+            for t in trials for r in range(seeds)]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(run_job, jobs))
+    else:
+        results = [run_job(j) for j in jobs]
+    rows = []
+    for i, t in enumerate(trials):
+        chunk = results[i * seeds:(i + 1) * seeds]
+        val_m, val_s = mean_std([r["val"] for r in chunk])
+        test_m, test_s = mean_std([r["test"] for r in chunk])
+        rows.append({"number": t.number, "params": t.params, "search_value": t.values[0],
+                     "val_mean": val_m, "val_std": val_s, "test_mean": test_m, "test_std": test_s,
+                     "seeds": seeds, "seconds_per_seed": sum(r["seconds"] for r in chunk) / seeds})
+    study.set_user_attr(EVAL_ATTR, {str(r["number"]): r for r in rows})
+    return rows
+
+
+def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
+           ) -> dict[str, Any]:
+    """Retrains trial `number` with its recorded seeds and compares with what it recorded."""
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        raise HpoError(f"study '{study.study_name}' has no trial {number}; it has trials 0.."
+                       f"{len(trials) - 1}")
+    t = match[0]
+    if not t.params or "seeds" not in t.user_attrs:
+        raise HpoError(f"trial {number} of '{study.study_name}' never started training "
+                       f"(state {t.state.name.lower()}); nothing to replay")
+    vals = [run_job(Job(spec, number, t.params, int(s), threads))["val"]
+            for s in t.user_attrs["seeds"]]
+    recorded = t.user_attrs.get("val_removed_per_seed")
+    return {"number": number, "params": t.params, "state": t.state.name.lower(),
+            "seeds": t.user_attrs["seeds"], "recorded": recorded,
+            "replayed": [round(v, 4) for v in vals],
+            "identical": recorded is not None and [round(v, 4) for v in vals] == recorded}

@@ -1,0 +1,135 @@
+"""What one trial does: suggest, train `repeats` seeds, report, and record everything needed to
+understand and replay it. The training loop itself (hpo.train) knows nothing of Optuna.
+
+Pruning compares trials at equal *progress* through their own cosine schedule: a trial reports at
+steps 5, 10, ..., 100 (percent of its epochs). Comparing at equal epoch numbers would prune every
+long run, because mid-schedule its learning rate is still high while a short run has converged.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hpo.data import DataConfig, Split, make_split
+from hpo.studyfile import Param, StudySpec
+from hpo.train import EpochReport, TrainResult, resolve_device, train
+
+REPORT_EVERY = 5  # percent of the schedule between two pruning reports
+
+
+@dataclass
+class Outcome:
+    state: TrialState
+    values: list[float] | None
+    summary: str
+
+
+@functools.lru_cache(maxsize=8)
+def cached_split(cfg: DataConfig, name: str) -> Split:
+    """Curves are generated once per worker process and data protocol, not once per trial."""
+    return make_split(cfg, name)
+
+
+def suggest(trial: optuna.Trial, p: Param) -> Any:
+    if p.type == "categorical":
+        return trial.suggest_categorical(p.name, list(p.choices))
+    assert p.low is not None and p.high is not None
+    if p.type == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1),
+                                 log=p.log)
+    return trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+
+
+def progress_steps(epochs: int) -> dict[int, int]:
+    """Maps the epoch at which each 5 % progress mark is first reached to the mark(s)."""
+    marks: dict[int, int] = {}
+    for pct in range(REPORT_EVERY, 101, REPORT_EVERY):
+        marks[math.ceil(pct * epochs / 100)] = pct  # short runs: one report per epoch
+    return marks
+
+
+def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
+              call: Callable[..., Any]) -> Outcome:
+    """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries)."""
+    from hpo.study import trial_seed
+
+    params = {p.name: suggest(trial, p) for p in spec.space}
+    data = spec.data_config(params)
+    train_split, val_split = cached_split(data, "train"), cached_split(data, "val")
+    seeds = [trial_seed(spec, trial.number, r) for r in range(spec.repeats)]
+    multi = len(spec.metrics) > 1
+    attrs: dict[str, Any] = {
+        "seeds": seeds, "host": host.rsplit(":", 1)[0], "pid": os.getpid(),
+        "torch": str(torch.__version__), "device": str(resolve_device("auto")),
+        "threads": threads,
+    }
+    for k, v in attrs.items():
+        call(lambda k=k, v=v: trial.set_user_attr(k, v), "record the trial's setup")
+
+    marks = progress_steps(spec.train_config(params, 0).epochs)
+    curve: list[float] = []
+
+    def on_epoch(r: EpochReport) -> None:
+        curve.append(round(r.val_removed, 3))
+        pct = marks.get(r.epoch)
+        if pct is None or multi:
+            return
+        call(lambda: trial.report(r.val_removed, pct), "report an intermediate value")
+        if call(trial.should_prune, "ask the pruner"):
+            raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({pct} % of the schedule)")
+
+    results: list[TrainResult] = []
+    try:
+        for r, seed in enumerate(seeds):
+            cfg = spec.train_config(params, seed, threads)
+            res = train(cfg, train_split, val_split, on_epoch if r == 0 else None)
+            results.append(res)
+            if res.status == "diverged":
+                break
+    except optuna.TrialPruned as e:
+        _record(trial, call, {"val_curve": curve, "epochs_run": len(curve),
+                              "pruned_at_epoch": len(curve), "reason": str(e)})
+        return Outcome(TrialState.PRUNED, None, str(e))
+
+    first = results[0]
+    vals = [res.val_removed for res in results]
+    seconds = sum(res.seconds for res in results) / len(results)
+    record = {
+        "val_curve": first.val_curve if first.status != "diverged" else curve,
+        "loss_curve": [round(x, 6) if math.isfinite(x) else str(x) for x in first.loss_curve],
+        "epochs_run": first.epochs_run, "n_params": first.model.n_params(),
+        "train_seconds": round(seconds, 3), "val_removed_per_seed": [round(v, 4) for v in vals],
+    }
+    if results[-1].status == "diverged":
+        # A diverged configuration is a legitimate (bad) result, not a crash: PRUNED counts it
+        # against the budget and tells TPE to avoid the region, and the reason is kept.
+        record.update(status="diverged", reason=results[-1].reason)
+        _record(trial, call, record)
+        return Outcome(TrialState.PRUNED, None, f"diverged: {results[-1].reason}")
+    mean = sum(vals) / len(vals)
+    record["val_std"] = round(_std(vals), 4)
+    _record(trial, call, record)
+    values = [mean, seconds] if multi else [mean]
+    return Outcome(TrialState.COMPLETE, values,
+                   f"{mean:.2f} % {params} ({seconds:.1f} s per seed)")
+
+
+def _record(trial: optuna.Trial, call: Callable[..., Any], attrs: dict[str, Any]) -> None:
+    for k, v in attrs.items():
+        call(lambda k=k, v=v: trial.set_user_attr(k, v), "record the trial's results")
+
+
+def _std(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

@@ -1,0 +1,121 @@
+"""`hpo search`: create the study once, start N worker processes, watch them, stop them cleanly.
+
+Workers run in their own sessions so that Ctrl-C reaches only this process, which forwards one
+SIGINT to each worker: each fails and re-queues its running trial and exits, leaving no trial
+RUNNING. The storage URL travels to workers in the environment, never on a command line where
+`ps` would show its password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hpo.storage import ENV_URL, mask
+from hpo.study import counts
+
+DEADLINE_ENV = "HPO_DEADLINE"
+
+
+@dataclass
+class SearchOutcome:
+    finished: int
+    budget: int
+    interrupted: bool
+    worker_errors: list[str]
+
+
+def worker_command(study_name: str, index: int, threads: int) -> list[str]:
+    return [sys.executable, "-m", "hpo", "worker", study_name, "--worker-index", str(index),
+            "--threads", str(threads)]
+
+
+def start_workers(url: str, study_name: str, n: int, threads: int, log_dir: Path,
+                  timeout: float | None) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, ENV_URL: url, "PYTHONUNBUFFERED": "1"}
+    if timeout is not None:
+        env[DEADLINE_ENV] = str(time.time() + timeout)
+    procs = []
+    for i in range(n):
+        log = log_dir / f"{study_name}-worker-{i}.log"
+        with log.open("ab") as f:
+            p = subprocess.Popen(worker_command(study_name, i, threads), env=env, stdout=f,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        procs.append((p, log))
+    return procs
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return "no output"
+
+
+def _best(study: optuna.Study) -> str:
+    if len(study.directions) > 1:
+        return f"{len(study.best_trials)} on the Pareto front" if _any_complete(study) else "-"
+    with contextlib.suppress(ValueError):
+        return f"{study.best_value:.2f} % (trial {study.best_trial.number})"
+    return "-"
+
+
+def _any_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir: Path,
+              timeout: float | None, console: Console) -> SearchOutcome:
+    """Runs the workers to the end of the budget with a live progress bar."""
+    c = counts(study)
+    console.print(f"study [bold]{study.study_name}[/bold] on {mask(url)}: {c.finished}/{c.budget}"
+                  f" finished; starting {workers} worker(s), logs in {log_dir}/", highlight=False)
+    procs = start_workers(url, study.study_name, workers, threads, log_dir, timeout)
+    interrupted = False
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
+                                   "  best {task.fields[best]}"), TimeElapsedColumn(),
+                        console=console, transient=False)
+    task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
+                             failed=c.failed, best=_best(study))
+    with progress:
+        while True:
+            try:
+                alive = [p for p, _ in procs if p.poll() is None]
+                c = counts(study)
+                progress.update(task, total=c.budget, completed=c.finished, running=c.running,
+                                failed=c.failed, best=_best(study))
+                if not alive:
+                    break
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                if interrupted:  # a second Ctrl-C: stop waiting politely
+                    for p, _ in procs:
+                        with contextlib.suppress(ProcessLookupError):
+                            p.kill()
+                    break
+                interrupted = True
+                progress.console.print("interrupt: stopping workers (their running trials are "
+                                       "failed and re-queued)...")
+                for p, _ in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(signal.SIGINT)
+    for p, _ in procs:
+        p.wait()
+    errors = [f"worker {i} exited with {p.returncode}: {_last_line(log)}"
+              for i, (p, log) in enumerate(procs) if p.returncode not in (0, 130)]
+    c = counts(study)
+    return SearchOutcome(c.finished, c.budget, interrupted, errors)

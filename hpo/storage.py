@@ -1,0 +1,134 @@
+"""Where studies live: URL resolution, safe engines per dialect, heartbeats, and masking.
+
+The URL comes from --storage, else HPO_STORAGE, else a SQLite file under storage/ of the current
+directory. SQLite runs in WAL mode with a busy timeout so readers (the dashboard, queries) never
+block workers; PostgreSQL and MySQL get small pools with pre-ping so dozens of workers fit in a
+server's connection limit and survive a server restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from hpo.errors import StorageError
+
+DEFAULT_DIR = Path("storage")
+DEFAULT_DB = "hpo.db"
+ENV_URL = "HPO_STORAGE"
+DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
+# Plain dialect names get the drivers this package installs (psycopg 3, PyMySQL).
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
+                   "mariadb": "mysql+pymysql"}
+# Heartbeats: a worker that stops beating for GRACE seconds is declared dead and its trial is
+# failed and retried (at most MAX_RETRY times). Environment overrides let tests use short ones.
+HEARTBEAT = int(os.environ.get("HPO_HEARTBEAT_INTERVAL", "5"))
+GRACE = int(os.environ.get("HPO_GRACE_PERIOD", "30"))
+MAX_RETRY = int(os.environ.get("HPO_MAX_RETRY", "3"))
+
+
+def default_url() -> str:
+    return f"sqlite:///{(DEFAULT_DIR / DEFAULT_DB).resolve()}"
+
+
+def resolve_url(flag: str | None) -> str:
+    return flag or os.environ.get(ENV_URL) or default_url()
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***: safe to print and log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable storage URL>"
+
+
+def parse(url: str) -> URL:
+    try:
+        u = make_url(url)
+    except ArgumentError as e:
+        raise StorageError(f"storage URL {mask(url)!r} is not a database URL; use e.g. "
+                           "sqlite:///storage/hpo.db or postgresql://user@host/db "
+                           "(--storage or HPO_STORAGE)") from e
+    if u.get_backend_name() not in DIALECTS:
+        raise StorageError(f"storage URL {mask(url)}: unsupported database "
+                           f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql")
+    return u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
+
+
+def sqlite_path(u: URL) -> Path | None:
+    return Path(u.database) if u.get_backend_name() == "sqlite" and u.database else None
+
+
+def engine_kwargs(u: URL) -> dict[str, Any]:
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": 60}}
+    kw: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
+                          "pool_recycle": 3600}
+    if backend == "postgresql" or backend == "mysql":
+        kw["connect_args"] = {"connect_timeout": 10}
+    return kw
+
+
+def prepare_sqlite(path: Path, create: bool, url: str) -> None:
+    if path.exists():
+        return
+    if not create:
+        raise StorageError(f"storage {mask(url)}: no database file at {path}; run `hpo search` "
+                           "or `hpo create` with a study file first, or fix --storage")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WAL is a property of the file: set once here so every later connection gets it.
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
+                 ) -> optuna.storages.RDBStorage:
+    """Opens (and with create=True, creates) the storage; user-facing errors are StorageError."""
+    u = parse(url)
+    path = sqlite_path(u)
+    if path is not None:
+        prepare_sqlite(path, create, url)
+    hb: dict[str, Any] = {}
+    if heartbeat:
+        hb = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE,
+              "heartbeat_stale_trial_callback":
+                  optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            full = u.render_as_string(hide_password=False)
+            return optuna.storages.RDBStorage(full, engine_kwargs=engine_kwargs(u),
+                                              skip_table_creation=not create, **hb)
+    except (OperationalError, sqlalchemy.exc.InterfaceError) as e:
+        raise StorageError(f"cannot reach storage {mask(url)}: {first_line(e)}; check the host, "
+                           "port, user and password") from e
+    except (ImportError, NoSuchModuleError) as e:
+        raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
+                           "postgresql+psycopg:// or mysql+pymysql://") from e
+    except sqlalchemy.exc.ProgrammingError as e:
+        raise StorageError(f"storage {mask(url)} holds no hpo tables: {first_line(e)}; run "
+                           "`hpo search` or `hpo create` with a study file first") from e
+    except RuntimeError as e:  # optuna's schema version check
+        raise StorageError(f"storage {mask(url)}: {first_line(e)}") from e
+
+
+def first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]

@@ -1,0 +1,179 @@
+"""One search worker: claims trials within the study's budget, trains, reports, and tells.
+
+It drives Optuna's ask/tell itself rather than `study.optimize` so that it can hold the budget
+lock around "count, then ask", keep its own heartbeat thread alive through a database restart,
+retry storage calls while the server is away, and hand an interrupted trial back to the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpo import objective
+from hpo.errors import HpoError
+from hpo.storage import open_storage
+from hpo.study import counts, load, make_pruner, make_sampler, worker_seed
+
+log = logging.getLogger("hpo.worker")
+T = TypeVar("T")
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+RETRY_FOR = float(os.environ.get("HPO_STORAGE_RETRY_SECONDS", "300"))
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+class WorkerError(HpoError):
+    """A worker that had to give up (its trials keep failing, or the storage is gone)."""
+
+
+def retry(fn: Callable[[], T], what: str, patience: float = RETRY_FOR) -> T:
+    """Calls fn, waiting out a database that is restarting or briefly unreachable."""
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return fn()
+        except STORAGE_ERRORS as e:
+            if time.monotonic() > deadline:
+                raise WorkerError(f"storage unreachable for {patience:.0f} s while trying to "
+                                  f"{what}; giving up") from e
+            log.warning("storage error while trying to %s; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[None]:
+    """Beats every interval; unlike Optuna's thread it survives a storage error, so a trial
+    outlives a short database restart instead of being declared dead."""
+    interval = storage.get_heartbeat_interval() or 0
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(*STORAGE_ERRORS):
+                storage.record_heartbeat(trial_id)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    if interval:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if interval:
+            thread.join()
+
+
+@dataclass
+class WorkerSummary:
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: bool = False
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_worker(url: str, study_name: str, *, worker_index: int | None = None, threads: int = 1,
+               poll: float = 2.0, max_trials: int | None = None) -> WorkerSummary:
+    """Runs trials until the study's budget is met (or max_trials of its own are done)."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # We run our own heartbeat thread around ask/tell; Optuna's warning assumes optimize().
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `docker stop`, `kill`: same path
+    storage = open_storage(url)
+    study, spec = load(study_name, storage)
+    n_existing = len(study.get_trials(deepcopy=False))
+    index = worker_index if worker_index is not None else os.getpid()
+    study.sampler = make_sampler(spec, worker_seed(spec, index, n_existing))
+    study.pruner = make_pruner(spec)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    summary, consecutive = WorkerSummary(), 0
+    deadline = float(os.environ.get("HPO_DEADLINE", "inf"))  # set by `hpo search --timeout`
+    while max_trials is None or summary.completed + summary.pruned < max_trials:
+        if time.time() >= deadline:
+            break
+        retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
+        trial = retry(lambda: _claim(study, storage), "claim a trial")
+        if trial is None:
+            if retry(lambda: counts(study), "count trials").done:
+                break
+            time.sleep(poll)  # the last trials are running elsewhere; wait in case one fails
+            continue
+        with heartbeat(storage, trial._trial_id):
+            state = _run_one(study, spec, trial, threads, me)
+        if state == TrialState.FAIL:
+            summary.failed += 1
+            consecutive += 1
+            if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                raise WorkerError(f"worker {me}: {consecutive} trials in a row failed; see the "
+                                  f"trials' fail_reason (`hpo trials {study_name} --state fail`)")
+        else:
+            consecutive = 0
+            summary.completed += state == TrialState.COMPLETE
+            summary.pruned += state == TrialState.PRUNED
+    return summary
+
+
+def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.Trial | None:
+    from hpo.study import budget_lock
+
+    with budget_lock(storage, study.study_name):
+        if not counts(study).may_ask:
+            return None
+        return study.ask()
+
+
+def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
+             me: str) -> TrialState:
+    try:
+        outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
+    except KeyboardInterrupt:
+        _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued")
+        frozen = retry(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
+        retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
+        raise
+    except STORAGE_ERRORS:
+        raise
+    except Exception as e:  # a bug or a bad configuration: record it, keep the worker alive
+        log.exception("trial %d failed", trial.number)
+        _fail(study, trial, f"{type(e).__name__}: {e}")
+        return TrialState.FAIL
+    state = outcome.state
+    retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE else None,
+                             state=state, skip_if_finished=True), "record the trial's result")
+    log.info("trial %d %s %s", trial.number, state.name.lower(), outcome.summary)
+    return state
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    retry(lambda: trial.set_user_attr("fail_reason", reason[:500]), "record the failure")
+    retry(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+          "mark the trial failed")
+
+
+def requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    """Re-queues a failed trial's parameters through Optuna's own retry bookkeeping, so retry
+    history and the retry limit are shared with heartbeat-stale retries."""
+    storage = study._storage
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    if callback is None:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+    callback(study, frozen)
