@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hpo.errors import HpoError
 
@@ -32,7 +33,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HpoError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -339,6 +340,10 @@ def replay_cmd(
         return
     typer.echo(f"trial {trial} {r['params']}: recorded {r['recorded']}, replayed "
                f"{r['replayed']} -> {'identical' if r['identical'] else 'DIFFERENT'}")
+
+
+# Commands of other areas register themselves on `app` (keeps this module thin).
+from hpo import cli_ops  # noqa: E402,F401
 
 
 def main() -> None:

@@ -7,8 +7,7 @@ scores). Loading uses `torch.load(weights_only=True)`, which refuses arbitrary p
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,10 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
         raise InputFileError(f"{path}: model file not found; pass --model a file saved by "
                              "`hpo train --save` or `hpo export`")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about old pickle protocols first
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses code; malformed bytes raise many kinds
         raise InputFileError(f"{path}: not an hpo model file (it does not load as a safe torch "
                              "file); pass a file saved by `hpo train --save` or `hpo export`"
                              ) from e
@@ -63,11 +64,12 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputFileError(f"{path}: not an hpo model file (no '{FORMAT}' metadata); pass a "
                              "file saved by `hpo train --save` or `hpo export`")
-    model = Denoiser(int(meta["hidden_size"]), int(meta["shift"]))
     try:
+        model = Denoiser(int(meta["hidden_size"]), int(meta["shift"]))
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, RuntimeError) as e:
-        raise InputFileError(f"{path}: weights do not match hidden size {meta['hidden_size']}; "
-                             "the file is damaged, export it again") from e
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise InputFileError(f"{path}: damaged hpo model file ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); export it again"
+                             ) from e
     model.eval()
     return model, meta

@@ -188,7 +188,8 @@ class _Parser:
         train = self.table(top.get("train", {}), "train",
                            {k: t for k, t in TUNABLE.items() if k != "train_curves"})
         data = self.table(top.get("data", {}), "data", DATA_KEYS)
-        for k, v in {**train, **{"data.train": data.get("train", 1)}}.items():
+        fixed = {**train, **({"data.train": data["train"]} if "train" in data else {})}
+        for k, v in fixed.items():
             name = "train_curves" if k == "data.train" else k
             if v < MINIMUM[name] or (name == "lr" and v <= 0):
                 raise self.fail(f"train.{k}" if k in train else k, f"must be >= {MINIMUM[name]}"

@@ -130,14 +130,19 @@ def train(
         # Summing losses as a tensor avoids a device sync per step; one check per epoch is
         # enough because a non-finite loss poisons every step after it.
         total = torch.zeros((), device=device)
-        for i in range(0, n, bs):
-            loss = torch.nn.functional.mse_loss(model(x[i : i + bs]), y[i : i + bs])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.detach()
+        try:
+            for i in range(0, n, bs):
+                loss = torch.nn.functional.mse_loss(model(x[i : i + bs]), y[i : i + bs])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                total += loss.detach()
+        except RuntimeError as e:
+            if "overflow" not in str(e):
+                raise
+            total = torch.tensor(math.inf)  # Adam's update overflowed float32: diverged
         sched.step()
         mean_loss = total.item() / math.ceil(n / bs)
         if not math.isfinite(mean_loss):

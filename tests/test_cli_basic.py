@@ -234,13 +234,6 @@ UNCAUGHT = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG in hpo/modelfile.py load_model: torch.load errors other than the caught tuple "
-    "(IndexError, KeyError, struct.error) and malformed 'meta'/'state_dict' contents escape as "
-    "tracebacks instead of InputFileError",
-)
 @pytest.mark.parametrize("make", UNCAUGHT.values(), ids=UNCAUGHT.keys())
 def test_malformed_model_files_are_one_line_errors(
     tmp_path: Path, files: dict[str, Path], make
@@ -284,12 +277,6 @@ def test_a_pickle_with_code_is_refused_not_executed(
     assert marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG in hpo/cli.py friendly(): the error is printed as rich markup, so a path "
-    "holding '[/x]' raises MarkupError (traceback) and '[bold]' vanishes from the message",
-)
 @pytest.mark.parametrize("name", ["a[/b]x.pt", "my[bold]model.pt"])
 def test_file_names_with_brackets_are_printed_verbatim(
     tmp_path: Path, files: dict[str, Path], name: str
@@ -320,12 +307,6 @@ def test_real_process_prints_one_line_for_a_missing_input(
     assert proc.stderr.strip().count("\n") == 0 and str(missing) in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG in hpo/modelfile.py load_model: torch.load(weights_only=True) on a plain "
-    "protocol-4 pickle emits a multi-line UserWarning on stderr before the one-line error",
-)
 def test_real_process_prints_one_line_for_a_plain_pickle(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:

@@ -147,12 +147,6 @@ def test_huge_learning_rate_diverges_without_raising(
     assert all(math.isfinite(r.train_loss) for r in reports)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG: lr in (~3.4e37, inf) makes torch Adam raise 'value cannot be converted to "
-    "type float without overflow' instead of ending the run as 'diverged'",
-)
 def test_learning_rate_near_float32_max_diverges_without_raising(
     tiny_splits: tuple[Split, Split],
 ) -> None:
