@@ -343,7 +343,7 @@ def replay_cmd(
 
 
 # Commands of other areas register themselves on `app` (keeps this module thin).
-from hpo import cli_ops  # noqa: E402,F401
+from hpo import cli_maint, cli_ops  # noqa: E402,F401
 
 
 def main() -> None:

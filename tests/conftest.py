@@ -7,7 +7,14 @@ milliseconds; tests that need to modify arrays must copy them first (fixtures ar
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
+import tomli_w
 
 from hpo.data import DataConfig, Split, make_split
 
@@ -19,3 +26,55 @@ TINY_DATA = DataConfig(seed=0, n_train=20, n_val=10, n_test=10)
 def tiny_splits() -> tuple[Split, Split]:
     """(train, val) splits of TINY_DATA. Shared: copy before modifying the arrays."""
     return make_split(TINY_DATA, "train"), make_split(TINY_DATA, "val")
+
+
+# --- Storage backends: one suite over every backend -------------------------------------------
+# SQLite always runs (a fresh file per test); PostgreSQL and MySQL/MariaDB run when their URL is
+# set (.ci/run sets both) and are skipped with the reason otherwise. Server databases are shared
+# between tests, so every test uses its own study names (see `study_file`).
+
+SERVER_ENV = {"postgresql": "HPO_TEST_POSTGRES_URL", "mysql": "HPO_TEST_MYSQL_URL"}
+
+
+def backend_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'hpo.db'}"
+    url = os.environ.get(SERVER_ENV[backend])
+    if not url:
+        pytest.skip(f"{backend} tests need ${SERVER_ENV[backend]} (a database URL); "
+                    ".ci/run sets it")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage URL for each backend in turn."""
+    return backend_url(request.param, tmp_path)
+
+
+# A tiny study: trials of a fraction of a second, for tests of the search machinery.
+TINY_STUDY: dict[str, Any] = {
+    "trials": 8,
+    "seed": 0,
+    "sampler": {"type": "tpe", "n_startup_trials": 4},
+    "pruner": {"type": "none"},
+    "space": {
+        "hidden_size": {"type": "int", "low": 4, "high": 8},
+        "shift": {"type": "int", "low": 0, "high": 5},
+        "epochs": {"type": "int", "low": 2, "high": 4},
+    },
+    "data": {"seed": 0, "train": 20, "val": 10, "test": 10},
+}
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Callable[..., Path]:
+    """Writes a study file with a unique name; keyword arguments override TINY_STUDY's keys."""
+
+    def write(**overrides: Any) -> Path:
+        body = {"name": f"t{uuid.uuid4().hex[:10]}", **TINY_STUDY, **overrides}
+        path = tmp_path / f"{body['name']}.toml"
+        path.write_text(tomli_w.dumps(body))
+        return path
+
+    return write
