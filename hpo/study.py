@@ -90,6 +90,9 @@ def create_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
         if spec.sampler["type"] == "points":
             for point in spec.sampler["points"]:
                 study.enqueue_trial(point)
+        from hpo.notes import write_study_note
+
+        write_study_note(study, spec)  # the dashboard's note: protocol and reference numbers
     else:
         old = StudySpec.from_dict(stored)
         changed = _diff(json.loads(json.dumps(old.fingerprint())),
