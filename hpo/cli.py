@@ -5,18 +5,49 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
+from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
 
 from hpo.errors import HpoError
 
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """Typer shows a bad flag (`--workers 0`, an unknown option) as a framed box of five lines;
+    here it is one line naming the flag, like every other user mistake."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        kw = {"args": args, "prog_name": prog_name, "complete_var": complete_var,
+              "windows_expand_args": windows_expand_args, **extra}
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **kw)
+        try:  # non-standalone: usage errors come back to us instead of being printed
+            rv = super().main(standalone_mode=False, **kw)
+        except UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help was printed
+                sys.exit(0)
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else "hpo"
+            err.print(f"[red]error:[/red] {escape(e.format_message())} (see `{where} --help`)",
+                      highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int is typer.Exit's code
+
+
 app = typer.Typer(
     help="Parallel hyperparameter search for an LSTM denoiser on shared Optuna studies.",
+    cls=OneLineUsageErrors,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

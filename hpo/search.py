@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from rich.console import Console
@@ -23,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo.storage import ENV_URL, mask
 from hpo.study import counts
+from hpo.worker import STORAGE_ERRORS, retry
 
 DEADLINE_ENV = "HPO_DEADLINE"
 
@@ -91,13 +94,19 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
                         console=console, transient=False)
     task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
                              failed=c.failed, best=_best(study))
+    # `kill` or `docker stop` on this process must stop the workers too (they run in their own
+    # sessions and would otherwise go on alone): treat SIGTERM as Ctrl-C.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if main else None
     with progress:
         while True:
             try:
                 alive = [p for p, _ in procs if p.poll() is None]
-                c = counts(study)
-                progress.update(task, total=c.budget, completed=c.finished, running=c.running,
-                                failed=c.failed, best=_best(study))
+                # The workers wait out a database restart; the progress bar must not die of it.
+                with contextlib.suppress(*STORAGE_ERRORS):
+                    c = counts(study)
+                    progress.update(task, total=c.budget, completed=c.finished,
+                                    running=c.running, failed=c.failed, best=_best(study))
                 if not alive:
                     break
                 time.sleep(1.0)
@@ -115,7 +124,16 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
                         p.send_signal(signal.SIGINT)
     for p, _ in procs:
         p.wait()
+    if main:
+        signal.signal(signal.SIGTERM, previous)
+    # A worker stopped by our own SIGINT before its handler was installed (still importing)
+    # dies of the signal itself; that is the interrupt working, not a worker error.
+    stopped = {0, 130} | ({-signal.SIGINT, -signal.SIGKILL} if interrupted else set())
     errors = [f"worker {i} exited with {p.returncode}: {_last_line(log)}"
-              for i, (p, log) in enumerate(procs) if p.returncode not in (0, 130)]
-    c = counts(study)
+              for i, (p, log) in enumerate(procs) if p.returncode not in stopped]
+    c = retry(lambda: counts(study), "count the trials")
     return SearchOutcome(c.finished, c.budget, interrupted, errors)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -8,16 +8,20 @@ server's connection limit and survive a server restart.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sqlite3
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from hpo.errors import StorageError
 
@@ -47,20 +51,24 @@ def mask(url: str) -> str:
     """The URL with any password replaced by ***: safe to print and log."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable storage URL>"
 
 
 def parse(url: str) -> URL:
     try:
         u = make_url(url)
-    except ArgumentError as e:
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
         raise StorageError(f"storage URL {mask(url)!r} is not a database URL; use e.g. "
                            "sqlite:///storage/hpo.db or postgresql://user@host/db "
                            "(--storage or HPO_STORAGE)") from e
     if u.get_backend_name() not in DIALECTS:
         raise StorageError(f"storage URL {mask(url)}: unsupported database "
                            f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql")
+    if u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:"):
+        # An in-memory database dies with the process: no worker could ever join it.
+        raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give a "
+                           "file, e.g. sqlite:///storage/hpo.db")
     return u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
 
 
@@ -91,6 +99,43 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
         con.execute("PRAGMA journal_mode=WAL")
 
 
+RETRY_OF_ATTR = "retry_of"
+
+
+class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry (same params, `retry_history` system attr, at most max_retry times), but the
+    new attempt starts without the failed attempt's user attrs: Optuna copies them, so a retry
+    that later completes would still carry the old fail_reason, seeds, host and pid."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        attempt = copy.deepcopy(trial)  # the parent mutates system_attrs' retry_history list
+        attempt.user_attrs = {RETRY_OF_ATTR: trial.number}
+        super().__call__(study, attempt)
+
+
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """RDBStorage that gives a trial its first heartbeat the moment it becomes RUNNING.
+
+    Optuna only declares a trial stale once it has a heartbeat row. A worker that dies (or loses
+    the database) inside `study.ask()`, before its heartbeat thread starts, would otherwise leave
+    a RUNNING trial that nothing ever fails, and the study would never reach its budget.
+    """
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if self.heartbeat_interval and (template_trial is None
+                                        or template_trial.state == TrialState.RUNNING):
+            self.record_heartbeat(trial_id)
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
+            self.record_heartbeat(trial_id)  # a WAITING (enqueued or retried) trial popped
+        return changed
+
+
 def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
                  ) -> optuna.storages.RDBStorage:
     """Opens (and with create=True, creates) the storage; user-facing errors are StorageError."""
@@ -98,31 +143,43 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
     path = sqlite_path(u)
     if path is not None:
         prepare_sqlite(path, create, url)
-    hb: dict[str, Any] = {}
-    if heartbeat:
-        hb = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE,
-              "heartbeat_stale_trial_callback":
-                  optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
-        import warnings
-
         with warnings.catch_warnings():
+            # Heartbeats and their retry callback are "experimental" in Optuna 5: they work, and a
+            # warning in every worker log would only alarm users.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            hb: dict[str, Any] = {}
+            if heartbeat:
+                hb = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE,
+                      "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=MAX_RETRY)}
             full = u.render_as_string(hide_password=False)
-            return optuna.storages.RDBStorage(full, engine_kwargs=engine_kwargs(u),
-                                              skip_table_creation=not create, **hb)
-    except (OperationalError, sqlalchemy.exc.InterfaceError) as e:
-        raise StorageError(f"cannot reach storage {mask(url)}: {first_line(e)}; check the host, "
-                           "port, user and password") from e
+            return HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
+                                    skip_table_creation=not create, **hb)
+    except optuna.exceptions.StorageInternalError as e:
+        # Optuna 5 wraps the driver's error (refused, unknown user, not a database...).
+        raise _open_error(url, u, e.__cause__ or e) from e
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise _open_error(url, u, e) from e
     except (ImportError, NoSuchModuleError) as e:
         raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
                            "postgresql+psycopg:// or mysql+pymysql://") from e
-    except sqlalchemy.exc.ProgrammingError as e:
-        raise StorageError(f"storage {mask(url)} holds no hpo tables: {first_line(e)}; run "
-                           "`hpo search` or `hpo create` with a study file first") from e
     except RuntimeError as e:  # optuna's schema version check
         raise StorageError(f"storage {mask(url)}: {first_line(e)}") from e
+
+
+def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
+    msg = first_line(e)
+    missing = ("no such table", "does not exist", "doesn't exist")
+    if isinstance(e, sqlalchemy.exc.ProgrammingError) or (
+            any(m in msg for m in missing) and ("table" in msg or "relation" in msg)):
+        return StorageError(f"storage {mask(url)} holds no hpo tables ({msg}); run `hpo search` "
+                            "or `hpo create` with a study file first, or fix --storage")
+    if u.get_backend_name() == "sqlite":
+        return StorageError(f"storage {mask(url)}: cannot use {u.database} as a database "
+                            f"({msg}); point --storage at an hpo SQLite file")
+    return StorageError(f"cannot reach storage {mask(url)}: {msg}; check the host, port, user, "
+                        "password and database name (--storage or HPO_STORAGE)")
 
 
 def first_line(e: BaseException) -> str:

@@ -77,6 +77,8 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 def create_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
                  trials: int | None = None) -> optuna.Study:
     """Creates the study, or checks that the stored one matches `spec`; sets the budget."""
+    if trials is not None:
+        check_budget(trials, spec)  # a bad --trials must not leave a half-made study behind
     study = optuna.create_study(study_name=spec.name, storage=storage,
                                 directions=list(spec.directions),  # type: ignore[arg-type]
                                 load_if_exists=True)
@@ -110,6 +112,12 @@ def create_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
 
 
 def set_budget(study: optuna.Study, trials: int, spec: StudySpec) -> None:
+    check_budget(trials, spec)
+    if study.user_attrs.get(BUDGET_ATTR) != trials:
+        study.set_user_attr(BUDGET_ATTR, trials)
+
+
+def check_budget(trials: int, spec: StudySpec) -> None:
     if trials < 1:
         raise StorageError(f"--trials must be >= 1, got {trials}")
     limit = len(grid_points(spec)) if spec.sampler["type"] == "grid" else (
@@ -117,8 +125,6 @@ def set_budget(study: optuna.Study, trials: int, spec: StudySpec) -> None:
     if limit is not None and trials > limit:
         raise StudyMismatchError(f"--trials {trials} exceeds the {limit} points of study "
                                  f"'{spec.name}'; use at most {limit}")
-    if study.user_attrs.get(BUDGET_ATTR) != trials:
-        study.set_user_attr(BUDGET_ATTR, trials)
 
 
 def load(name: str, storage: optuna.storages.BaseStorage, *,
@@ -159,10 +165,12 @@ class Counts:
 
     @property
     def may_ask(self) -> bool:
-        """A waiting (enqueued or retried) trial is always part of the budget: asking pops it;
-        otherwise a new trial fits only while finished + running stays within the budget."""
-        active = self.finished + self.running + self.waiting
-        return self.waiting > 0 and active <= self.budget or active < self.budget
+        """`ask` pops a waiting (enqueued or retried) trial before it creates a new one, so one
+        rule serves both: a trial may start while the finished and running ones leave room.
+        Every start happens under the budget lock, so finished + running never passes the budget.
+        Waiting trials do not count: more of them than the budget (a points study run with a
+        smaller --trials) must not block the study, they simply stay queued."""
+        return self.finished + self.running < self.budget
 
 
 def counts(study: optuna.Study) -> Counts:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from hpo import objective
 from hpo.errors import HpoError
-from hpo.storage import open_storage
+from hpo.storage import MAX_RETRY, RetryStaleTrial, open_storage
 from hpo.study import counts, load, make_pruner, make_sampler, worker_seed
 
 log = logging.getLogger("hpo.worker")
@@ -39,6 +39,50 @@ class WorkerError(HpoError):
     """A worker that had to give up (its trials keep failing, or the storage is gone)."""
 
 
+class _StopRequests:
+    """SIGINT/SIGTERM handling that never tears a storage call in half.
+
+    A KeyboardInterrupt raised inside `study.ask()` or `study.tell()` would leave a trial RUNNING
+    that nobody fails. So the first signal raises only while a trial trains (where `_run_one`
+    fails and re-queues it); anywhere else it is only recorded, and the worker stops at its next
+    safe point. A second signal raises at once: the user insists, and a trial caught in between
+    is still recovered later through its heartbeat.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.in_trial = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.in_trial or self.count > 1:
+            self.in_trial = False  # raise once; the handler code that follows must not re-raise
+            raise KeyboardInterrupt
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def check(self) -> None:
+        if self.count:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[None]:
+        self.in_trial = True
+        try:
+            self.check()  # a signal that came while the trial was being claimed
+            yield
+        finally:
+            self.in_trial = False
+
+
+STOP = _StopRequests()
+
+
 def retry(fn: Callable[[], T], what: str, patience: float = RETRY_FOR) -> T:
     """Calls fn, waiting out a database that is restarting or briefly unreachable."""
     deadline, delay = time.monotonic() + patience, 0.5
@@ -46,6 +90,8 @@ def retry(fn: Callable[[], T], what: str, patience: float = RETRY_FOR) -> T:
         try:
             return fn()
         except STORAGE_ERRORS as e:
+            if STOP.requested:  # asked to stop: don't sit out an outage first
+                raise KeyboardInterrupt from e
             if time.monotonic() > deadline:
                 raise WorkerError(f"storage unreachable for {patience:.0f} s while trying to "
                                   f"{what}; giving up") from e
@@ -86,18 +132,26 @@ class WorkerSummary:
     interrupted: bool = False
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run_worker(url: str, study_name: str, *, worker_index: int | None = None, threads: int = 1,
                poll: float = 2.0, max_trials: int | None = None) -> WorkerSummary:
     """Runs trials until the study's budget is met (or max_trials of its own are done)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # We run our own heartbeat thread around ask/tell; Optuna's warning assumes optimize().
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # `docker stop`, `kill`: same path
+    STOP.reset()
+    if threading.current_thread() is not threading.main_thread():
+        return _run(url, study_name, worker_index, threads, poll, max_trials)
+    # Ctrl-C, `kill` and `docker stop` take the same path; the caller's handlers come back after.
+    previous = {s: signal.signal(s, STOP) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(url, study_name, worker_index, threads, poll, max_trials)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll: float,
+         max_trials: int | None) -> WorkerSummary:
     storage = open_storage(url)
     study, spec = load(study_name, storage)
     n_existing = len(study.get_trials(deepcopy=False))
@@ -108,6 +162,7 @@ def run_worker(url: str, study_name: str, *, worker_index: int | None = None, th
     summary, consecutive = WorkerSummary(), 0
     deadline = float(os.environ.get("HPO_DEADLINE", "inf"))  # set by `hpo search --timeout`
     while max_trials is None or summary.completed + summary.pruned < max_trials:
+        STOP.check()  # a safe point: no trial of ours is running
         if time.time() >= deadline:
             break
         retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
@@ -144,7 +199,8 @@ def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.T
 def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
              me: str) -> TrialState:
     try:
-        outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
+        with STOP.trial():
+            outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
     except KeyboardInterrupt:
         _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued")
         frozen = retry(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
@@ -175,5 +231,5 @@ def requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
     storage = study._storage
     callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
     if callback is None:
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+        callback = RetryStaleTrial(max_retry=MAX_RETRY)
     callback(study, frozen)

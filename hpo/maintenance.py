@@ -1,0 +1,174 @@
+"""Bulk controls over a study's failed and abandoned trials: `hpo retry-failed`, `hpo fail-stale`.
+
+Every re-queue goes through the workers' own retry callback (hpo.storage.RetryStaleTrial), so the
+`retry_history` that Optuna keeps on each new attempt is the one record of what has been retried:
+a failed trial whose number appears in any trial's retry_history already has a successor and is
+never queued again, whether the workers, `fail-stale` or an earlier `retry-failed` queued it.
+
+Which RUNNING trials `fail-stale` declares dead:
+* trials with a heartbeat row (every trial an hpo worker runs): when the last beat is older than
+  the grace period (HPO_GRACE_PERIOD), exactly as the workers decide it;
+* trials without one (an `optuna ask` client, a worker of an older version): only when the trial
+  ran on this host and the process id it recorded no longer exists (or is a zombie). A trial from
+  another host, or without a recorded pid, cannot be judged and is left alone and reported. A pid
+  reused by an unrelated process keeps its trial RUNNING: the error is on the safe side.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.storage import MAX_RETRY, RetryStaleTrial
+from hpo.study import budget_lock, counts
+
+RETRY_HISTORY = "retry_history"  # Optuna's system attr on a retried trial: the numbers before it
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that already have a successor (a re-queued copy of their params)."""
+    return {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
+
+
+def _params_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def _successor(trials: list[FrozenTrial], number: int) -> int | None:
+    for t in trials:
+        history = t.system_attrs.get(RETRY_HISTORY, [])
+        if history and history[-1] == number:
+            return t.number
+    return None
+
+
+@dataclass
+class RetryReport:
+    requeued: list[tuple[int, int]] = field(default_factory=list)  # (failed, new trial)
+    already_retried: list[int] = field(default_factory=list)
+    params_taken: list[int] = field(default_factory=list)  # same params finished/queued elsewhere
+    no_params: list[int] = field(default_factory=list)  # failed before suggesting anything
+    budget: int = 0
+    finished: int = 0
+
+
+def retry_failed(study: optuna.Study, storage: optuna.storages.RDBStorage) -> RetryReport:
+    """Re-queues the params of each failed trial that has no successor yet, once.
+
+    A failed trial whose params another trial already ran, runs or waits to run is skipped: in a
+    grid or points study a second copy would run a point twice. Manual retries ignore
+    HPO_MAX_RETRY (that bounds the automatic ones); each failed trial still gets at most one.
+    """
+    report = RetryReport()
+    # Under the budget lock two concurrent `retry-failed` runs cannot both queue the same trial.
+    with budget_lock(storage, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        taken = {_params_key(t.params) for t in trials if t.state != TrialState.FAIL}
+        requeue = RetryStaleTrial(max_retry=None)
+        queued: list[int] = []
+        for t in trials:
+            if t.state != TrialState.FAIL:
+                continue
+            key = _params_key(t.params)
+            if t.number in retried:
+                report.already_retried.append(t.number)
+            elif not t.params:
+                report.no_params.append(t.number)
+            elif key in taken:
+                report.params_taken.append(t.number)
+            else:
+                requeue(study, copy.deepcopy(t))
+                taken.add(key)
+                queued.append(t.number)
+        after = study.get_trials(deepcopy=False)
+    for n in queued:
+        new = _successor(after, n)
+        assert new is not None, f"trial {n} was re-queued but no successor is stored"
+        report.requeued.append((n, new))
+    c = counts(study)
+    report.budget, report.finished = c.budget, c.finished
+    return report
+
+
+@dataclass
+class StaleReport:
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (number, why)
+    requeued: list[tuple[int, int]] = field(default_factory=list)  # (failed, new trial)
+    not_requeued: list[int] = field(default_factory=list)  # out of retries (HPO_MAX_RETRY)
+    unjudged: list[int] = field(default_factory=list)  # no heartbeat, not on this host or no pid
+    running: int = 0
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a killed worker not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _has_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
+    session = storage.scoped_session()
+    try:
+        return models.TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
+    finally:
+        session.close()
+
+
+def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage) -> StaleReport:
+    """Fails the RUNNING trials whose worker is gone (see the module notes) and re-queues their
+    params as the workers would, at most HPO_MAX_RETRY times per lineage."""
+    report = StaleReport()
+    grace = storage.grace_period
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    report.running = len(running)
+    dead: list[tuple[FrozenTrial, str]] = []
+    for t in running:
+        if t._trial_id in stale:
+            dead.append((t, f"no heartbeat for more than {grace} s: its worker is gone "
+                            "(`hpo fail-stale`)"))
+        elif not _has_heartbeat(storage, t._trial_id):
+            pid = t.user_attrs.get("pid")
+            if t.user_attrs.get("host") == host and isinstance(pid, int) and not pid_alive(pid):
+                dead.append((t, f"its worker (pid {pid} on {host}) is gone (`hpo fail-stale`)"))
+            else:
+                report.unjudged.append(t.number)
+    callback = storage.get_heartbeat_stale_trial_callback() or RetryStaleTrial(MAX_RETRY)
+    failed: list[int] = []
+    st = study._storage  # writes through the study's cache, so its later reads see them
+    for t, why in dead:
+        try:
+            st.set_trial_user_attr(t._trial_id, "fail_reason", why)
+            if not st.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished (or a worker failed it) meanwhile: not ours to touch
+        report.failed.append((t.number, why))
+        failed.append(t.number)
+        callback(study, copy.deepcopy(st.get_trial(t._trial_id)))
+    after = study.get_trials(deepcopy=False)
+    for n in failed:
+        new = _successor(after, n)
+        if new is None:
+            report.not_requeued.append(n)
+        else:
+            report.requeued.append((n, new))
+    return report
