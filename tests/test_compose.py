@@ -391,6 +391,16 @@ def test_compose_services_run_as_local_processes(
     detail = get_json(f"http://127.0.0.1:{port}/api/studies/{study_id}")
     assert len(detail["trials"]) == c.budget
 
+    # 5. Workers and dashboard share the artifacts volume: a file a worker uploaded lies in the
+    # volume's directory and the dashboard serves it.
+    uploaded = [(t["trial_id"], a) for t in detail["trials"] for a in t["artifacts"]]
+    assert uploaded, "no trial has artifacts: is HPO_ARTIFACTS set for the workers?"
+    trial_id, artifact = uploaded[0]
+    assert (tmp_path / "volumes" / "artifacts" / artifact["artifact_id"]).is_file()
+    url = f"http://127.0.0.1:{port}/artifacts/{study_id}/{trial_id}/{artifact['artifact_id']}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200 and r.read()
+
     import optuna
 
     optuna.delete_study(study_name=name, storage=server_url)  # keep the shared database tidy
