@@ -5,3 +5,168 @@ still one thin function over library code.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, err, friendly
+
+ArtifactsOpt = Annotated[str | None, typer.Option(
+    "--artifacts", envvar="HPO_ARTIFACTS", show_envvar=True,
+    help="Artifact directory the workers upload to (shared across machines). Default: "
+         "artifacts/ beside a SQLite database, else storage/artifacts.")]
+
+artifacts_app = typer.Typer(help="Trial artifacts: each complete trial's picture and model file.",
+                            no_args_is_help=True)
+app.add_typer(artifacts_app, name="artifacts")
+
+
+def _say(line: str) -> None:
+    # Flushed at once: a script (or test) waits for the address before the server blocks.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+@friendly
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 is this machine "
+                                           "only (the dashboard has no login).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 8080,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Browse the studies in optuna-dashboard: history, trials, pictures, model downloads."""
+    from hpo.artifacts import resolve_dir
+    from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
+    from hpo.storage import mask
+
+    url, st = _open(storage)
+    art = resolve_dir(artifacts, url)
+    server = bind(make_app(st, art), host, port)
+    mode = journal_mode(url)
+    _say(f"optuna-dashboard on {mask(url)}" + (f" (SQLite, {mode} mode)" if mode else ""))
+    _say(f"artifacts: {art if art is not None else 'off (HPO_ARTIFACTS=none)'}"
+         + (" (none uploaded yet)" if art is not None and not art.is_dir() else ""))
+    if mode is not None and mode != "wal":
+        err.print(f"warning: this SQLite file is in {mode} mode, where the dashboard's reads can "
+                  "make workers wait; databases created by hpo use WAL", highlight=False)
+    if not is_loopback(host):
+        err.print(f"warning: listening on {host}: anyone who can reach this port can read the "
+                  "studies and delete trials' artifacts (there is no login)", highlight=False)
+    _say(f"open {address(host, server.server_port)}   (Ctrl-C stops it)")
+    serve(server)
+
+
+@app.command("baselines")
+@friendly
+def baselines_cmd(
+    study: Annotated[str | None, typer.Option(
+        "--study", help="Use this study's data protocol (from the storage).")] = None,
+    storage: StorageOpt = None,
+    data_seed: Annotated[int, typer.Option(help="Data seed (ignored with --study).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""
+    from hpo.baselines import compute_baselines
+    from hpo.data import DataConfig
+
+    if study is not None:
+        from hpo.study import load
+
+        cfg = load(study, _open(storage)[1])[1].data_config()
+    else:
+        cfg = DataConfig(seed=data_seed)
+    rows = compute_baselines(cfg)
+    if as_json:
+        emit_json({"data": {"seed": cfg.seed, "val": cfg.n_val, "test": cfg.n_test,
+                            "noise_ratio": cfg.noise_ratio},
+                   "baselines": [b.to_dict() for b in rows]})
+        return
+    table = Table(title=f"classical baselines, data seed {cfg.seed}: chosen on {cfg.n_val} "
+                        f"validation curves, scored on {cfg.n_test} test curves",
+                  title_justify="left")
+    for c in ("denoiser", "validation % removed", "test % removed"):
+        table.add_column(c)
+    for b in rows:
+        table.add_row(b.describe(), f"{b.val_removed:.2f}", f"{b.test_removed:.2f}")
+    Console().print(table)
+
+
+@app.command("export")
+@friendly
+def export_cmd(
+    study: StudyArg,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the model file.")],
+    trial: Annotated[int | None, typer.Option(
+        "--trial", help="Trial number (default: the best complete trial).")] = None,
+    storage: StorageOpt = None,
+    artifacts: ArtifactsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
+) -> None:
+    """Download a trial's model file (the best trial's by default) for `hpo denoise`."""
+    from hpo.artifacts import export_model, resolve_dir
+    from hpo.study import load
+
+    url, st = _open(storage)
+    s, _ = load(study, st)
+    t, meta = export_model(s, st, resolve_dir(artifacts, url), trial, out, force)
+    score = meta.get("scores", {}).get("val_removed")
+    typer.echo(f"exported trial {t.number} of '{study}' (hidden {meta['hidden_size']}, shift "
+               f"{meta['shift']}; its model removes "
+               + (f"{score:.2f} %" if isinstance(score, float) else "?")
+               + f" of the noise on the study's validation curves) -> {out}")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+@artifacts_app.command("prune")
+@friendly
+def prune_cmd(
+    study: StudyArg,
+    keep_top: Annotated[int, typer.Option(
+        "--keep-top", min=0, help="Keep the artifacts of the best K trials.")],
+    storage: StorageOpt = None,
+    artifacts: ArtifactsOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove the artifacts of all but the best K finished trials (never running ones)."""
+    from dataclasses import asdict
+
+    from hpo.artifacts import prune_artifacts, resolve_dir
+    from hpo.study import load
+
+    url, st = _open(storage)
+    s, _ = load(study, st)
+    r = prune_artifacts(s, st, resolve_dir(artifacts, url), keep_top, dry_run)
+    if as_json:
+        emit_json(asdict(r))
+        return
+    verb = "would remove" if dry_run else "removed"
+    trials = ", ".join(map(str, r.trials)) if r.trials else "none"
+    typer.echo(f"{verb} {r.removed} artifact(s) of {len(r.trials)} trial(s) ({trials}), "
+               f"{'would free' if dry_run else 'freed'} {_size(r.freed_bytes)} "
+               f"({r.freed_bytes} bytes)")
+    typer.echo(f"kept the artifacts of the best {len(r.kept)}: "
+               + (", ".join(map(str, r.kept)) or "none"))
+    if r.missing:
+        typer.echo(f"left alone: {r.missing} recorded artifact(s) with no file in this store")
+    if r.shared:
+        typer.echo(f"left alone: {r.shared} artifact(s) also used by another trial or study "
+                   "(e.g. a copied study)")
+

@@ -117,6 +117,12 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
         return Outcome(TrialState.PRUNED, None, f"diverged: {results[-1].reason}")
     mean = sum(vals) / len(vals)
     record["val_std"] = round(_std(vals), 4)
+    # Optuna refuses uploads to a finished trial, so the first seed's picture and model file go
+    # up now, while this trial still runs.
+    from hpo.artifacts import upload_trial_artifacts
+
+    record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
+                                         data, val_split, call))
     _record(trial, call, record)
     values = [mean, seconds] if multi else [mean]
     return Outcome(TrialState.COMPLETE, values,

@@ -1,0 +1,333 @@
+"""Trial artifacts: each complete trial's picture and model file, in an Optuna artifact store.
+
+The store is a directory (Optuna's FileSystemArtifactStore): --artifacts, else $HPO_ARTIFACTS,
+else `artifacts/` beside a SQLite database file, else storage/artifacts under the current
+directory. Workers on many machines point HPO_ARTIFACTS at one shared directory; the dashboard,
+`hpo export` and `hpo artifacts prune` must be given the same one. HPO_ARTIFACTS=none turns
+uploads off.
+
+Uploads happen while the trial is still running because Optuna refuses them afterwards. The
+store keeps files by artifact id only; which trial owns a file is recorded in the database (trial
+system attrs `artifacts:<id>`, Optuna's own format, which the dashboard reads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.data import DataConfig, Split, x_grid
+from hpo.errors import HpoError
+from hpo.storage import DEFAULT_DIR, parse, sqlite_path
+from hpo.train import TrainConfig, TrainResult, percent_removed, predict
+
+ENV = "HPO_ARTIFACTS"
+OFF = ("none", "off")
+TRIAL_PREFIX = "artifacts:"  # optuna.artifacts' key for a trial's (or a study's) artifact
+DASHBOARD_PREFIX = "dashboard:artifacts:"  # files uploaded from the dashboard's page
+# Optuna names every artifact by a uuid4; anything else in a key is not ours to touch.
+ARTIFACT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MODEL_SUFFIX = "-model.pt"
+PICTURE_SUFFIX = "-curves.png"
+
+
+class ArtifactError(HpoError):
+    """An artifact store that cannot be used, or an artifact that is not there."""
+
+
+def resolve_dir(flag: str | None, storage_url: str | None) -> Path | None:
+    """The artifact directory for this storage (absolute), or None when uploads are off."""
+    value = flag or os.environ.get(ENV)
+    if value:
+        return None if value.strip().lower() in OFF else Path(value).expanduser().resolve()
+    db = sqlite_path(parse(storage_url)) if storage_url else None
+    if db is not None:
+        return db.expanduser().resolve().parent / "artifacts"
+    return (DEFAULT_DIR / "artifacts").resolve()
+
+
+def open_store(path: Path | None, *, create: bool, flag: str = "--artifacts") -> \
+        FileSystemArtifactStore:
+    if path is None:
+        raise ArtifactError(f"{flag}: artifacts are turned off ({ENV}=none); set {flag} or "
+                            f"{ENV} to the directory the workers wrote to")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ArtifactError(f"artifact store {path}: cannot create it ({e.strerror}); set "
+                                f"{ENV} to a writable (shared) directory") from e
+    elif not path.is_dir():
+        raise ArtifactError(f"artifact store {path} does not exist; pass {flag} (or set {ENV}) "
+                            "to the directory the workers wrote to")
+    return FileSystemArtifactStore(path)
+
+
+def storage_url_of(storage: optuna.storages.BaseStorage) -> str | None:
+    """The database URL behind a (possibly cached) storage, password included: never print it."""
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        return str(backend.engine.url.render_as_string(hide_password=False))
+    return None
+
+
+def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig,
+                           data: DataConfig, val: Split, call: Callable[..., Any],
+                           store_dir: Path | None = None) -> dict[str, Any]:
+    """Scores the trial's model on the validation split and uploads its picture and model file.
+
+    Returns user attrs to record: `model_val_removed` (what the uploaded model file scores on the
+    validation curves, which `hpo export` + `hpo denoise` reproduce), the two artifact ids and
+    the seconds this took.
+    """
+    start = time.perf_counter()
+    denoised = predict(result.model, val.noisy)
+    score = percent_removed(val.clean, val.noisy, denoised)
+    attrs: dict[str, Any] = {"model_val_removed": round(score, 4)}
+    if store_dir is None:
+        store_dir = resolve_dir(None, storage_url_of(trial.storage))
+    if store_dir is None:
+        return attrs
+    store = open_store(store_dir, create=True, flag=ENV)
+    from hpo.modelfile import save_model
+    from hpo.plots import trial_png
+
+    stem = f"trial-{trial.number}"
+    title = (f"trial {trial.number}: {score:.2f} % of the noise removed (hidden "
+             f"{train_cfg.hidden_size}, shift {train_cfg.shift}, {train_cfg.epochs} epochs)")
+    with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
+        picture = Path(tmp) / f"{stem}{PICTURE_SUFFIX}"
+        picture.write_bytes(trial_png(x_grid(data), val.clean, val.noisy, denoised,
+                                      result.val_curve, result.loss_curve, title))
+        model = save_model(Path(tmp) / f"{stem}{MODEL_SUFFIX}", result.model, train_cfg, data,
+                           {"val_removed": score})
+        for key, path in (("artifact_picture", picture), ("artifact_model", model)):
+            attrs[key] = call(lambda p=path: _upload(store, store_dir, trial, p),
+                              f"upload {path.name}")
+    attrs["artifact_seconds"] = round(time.perf_counter() - start, 3)
+    return attrs
+
+
+def _upload(store: FileSystemArtifactStore, where: Path, trial: optuna.Trial, path: Path) -> str:
+    try:
+        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+                                                study_or_trial=trial)
+    except OSError as e:
+        raise ArtifactError(f"artifact store {where}: cannot write {path.name} ({e.strerror}); "
+                            f"set {ENV} to a writable (shared) directory") from e
+
+
+def trial_artifacts(storage: optuna.storages.BaseStorage, trial: FrozenTrial
+                    ) -> list[dict[str, Any]]:
+    """The trial's live artifacts (Optuna's metadata dicts); removed ones are skipped."""
+    attrs = storage.get_trial_system_attrs(trial._trial_id)
+    metas = [json.loads(v) if isinstance(v, str) else v
+             for k, v in attrs.items() if k.startswith(TRIAL_PREFIX)]
+    return [m for m in metas if isinstance(m, dict) and "artifact_id" in m]
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number`, or the best complete one; only complete trials carry a model."""
+    from hpo.queries import best_trials
+
+    if number is None:
+        best = best_trials(study, 1)
+        if not best:
+            raise ArtifactError(f"study '{study.study_name}' has no complete trial yet; run "
+                                f"`hpo worker {study.study_name}` or wait for one")
+        return best[0]
+    trials = study.get_trials(deepcopy=False)
+    found = [t for t in trials if t.number == number]
+    if not found:
+        raise ArtifactError(f"--trial {number}: study '{study.study_name}' has trials 0 to "
+                            f"{len(trials) - 1}; pick one of them")
+    if found[0].state != TrialState.COMPLETE:
+        raise ArtifactError(f"--trial {number} is {found[0].state.name.lower()}; only complete "
+                            "trials have a model file (omit --trial for the best one)")
+    return found[0]
+
+
+def export_model(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 store_dir: Path | None, number: int | None, out: Path,
+                 force: bool = False) -> tuple[FrozenTrial, dict[str, Any]]:
+    """Copies a trial's model file from the store to `out` and checks that it loads."""
+    from hpo.modelfile import load_model
+
+    if out.exists() and not force:
+        raise ArtifactError(f"--out {out} already exists; remove it, choose another path or "
+                            "pass --force")
+    trial = pick_trial(study, number)
+    models = [m for m in trial_artifacts(storage, trial)
+              if str(m.get("filename", "")).endswith(MODEL_SUFFIX)]
+    if not models:
+        raise ArtifactError(f"trial {trial.number} of '{study.study_name}' has no model file "
+                            "(pruned by `hpo artifacts prune`, or it ran with uploads off); "
+                            "retrain its parameters with `hpo train ... --save`")
+    store = open_store(store_dir, create=False)
+    artifact_id = models[-1]["artifact_id"]
+    src = Path(store._base_path) / artifact_id
+    if not ARTIFACT_ID.match(artifact_id) or not src.is_file():
+        raise ArtifactError(f"the model file of trial {trial.number} ({artifact_id}) is not in "
+                            f"{store_dir}; pass --artifacts (or {ENV}) the directory the workers "
+                            "wrote to")
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a failed copy never leaves half a model at --out.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        with store.open_reader(artifact_id) as reader:
+            tmp.write_bytes(reader.read())
+        try:
+            _, meta = load_model(tmp)
+        except HpoError as e:
+            raise ArtifactError(f"the model file of trial {trial.number} ({src}) does not load: "
+                                f"{str(e).split(': ', 1)[-1]}") from e
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return trial, meta
+
+
+# --- Pruning ----------------------------------------------------------------------------------
+# Optuna has no delete. The dashboard deletes by overwriting the metadata with the JSON string
+# "null", which its listings skip; prune writes the same marker, so that a trial pruned here looks
+# to the dashboard exactly like one whose artifact was deleted from its page.
+REMOVED = json.dumps("null")
+PRUNE_ATTR = "hpo:artifacts_pruned"
+
+
+@dataclass
+class PruneReport:
+    kept: list[int]  # trial numbers whose artifacts stay (the best K)
+    trials: list[int]  # trial numbers whose artifacts were (or, dry run, would be) removed
+    removed: int = 0
+    freed_bytes: int = 0
+    missing: int = 0  # recorded, but no file in this store: left alone
+    shared: int = 0  # also referenced by a trial or study not being pruned: left alone
+    dry_run: bool = False
+
+
+def _live(value_json: str | None) -> bool:
+    return value_json not in (None, "null", REMOVED)
+
+
+def _references(rdb: optuna.storages.RDBStorage, ids: set[str]
+                ) -> list[tuple[str, int, str, str]]:
+    """Every live reference to `ids` in the whole database: (table, owner id, key, id). A study
+    copied with optuna.copy_study shares its artifact ids with the original."""
+    from optuna.storages._rdb import models
+
+    ts = models.TrialSystemAttributeModel.__table__
+    ss = models.StudySystemAttributeModel.__table__
+    out: list[tuple[str, int, str, str]] = []
+    with rdb.engine.connect() as con:
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 200):
+            keys = [TRIAL_PREFIX + a for a in ordered[i:i + 200]]
+            rows = con.execute(sa.select(ts.c.trial_id, ts.c.key, ts.c.value_json)
+                               .where(ts.c.key.in_(keys)))
+            out += [("trial", r[0], r[1], r[1][len(TRIAL_PREFIX):]) for r in rows if _live(r[2])]
+        rows = con.execute(sa.select(ss.c.study_id, ss.c.key, ss.c.value_json).where(
+            sa.or_(ss.c.key.like(TRIAL_PREFIX + "%"), ss.c.key.like(DASHBOARD_PREFIX + "%"))))
+        out += [("study", r[0], r[1], r[1].rsplit(":", 1)[-1]) for r in rows
+                if _live(r[2]) and r[1].rsplit(":", 1)[-1] in ids]
+    return out
+
+
+def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
+                    store_dir: Path | None, keep_top: int, dry_run: bool = False) -> PruneReport:
+    """Removes the artifacts of every finished trial outside the best `keep_top`.
+
+    Only files that provably belong to this study's pruned trials go: an id must be a uuid (so
+    it names exactly one file in the store) recorded on such a trial and on nothing else in the
+    database, and the file must be in the given store. Running and waiting trials are skipped
+    (they may be uploading), and trials that finish meanwhile are not in the snapshot; a trial
+    outside the best K now can never enter it later, because new trials only raise the bar.
+    """
+    from optuna.storages._rdb import models
+
+    from hpo.queries import best_trials
+
+    store = open_store(store_dir, create=False)
+    base = Path(store._base_path)
+    kept = [t.number for t in best_trials(study, keep_top)] if keep_top > 0 else []
+    cands = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)
+             if t.state.is_finished() and t.number not in kept}
+    refs = _references(rdb, _candidate_ids(rdb, study, set(cands)))
+
+    def ours(ref: tuple[str, int, str, str]) -> bool:
+        table, owner, key, _ = ref
+        if table == "trial":
+            return owner in cands
+        return owner == study._study_id and _dashboard_trial(key) in cands
+
+    entries = [r for r in refs if ours(r)]
+    shared = {r[3] for r in refs if not ours(r)}
+    report = PruneReport(kept=kept, trials=[], dry_run=dry_run, shared=len(shared))
+    todo: list[tuple[str, int, str, str]] = []
+    for e in entries:
+        path = base / e[3]
+        if e[3] in shared:
+            continue
+        if not path.is_file():
+            report.missing += 1
+            continue
+        todo.append(e)
+        report.removed += 1
+        report.freed_bytes += path.stat().st_size
+    if report.missing and not todo:
+        raise ArtifactError(f"none of the {report.missing} artifacts to prune of study "
+                            f"'{study.study_name}' is in {base}; pass --artifacts (or {ENV}) "
+                            "the directory the workers wrote to")
+    report.trials = sorted({cands[o] if t == "trial" else cands[_dashboard_trial(k)]
+                            for t, o, k, _ in todo})
+    if dry_run or not todo:
+        return report
+    ts = models.TrialSystemAttributeModel.__table__
+    ss = models.StudySystemAttributeModel.__table__
+    # Metadata first, in one transaction, then files: a crash in between leaves an orphan file,
+    # never a dashboard entry pointing at nothing.
+    with rdb.engine.begin() as con:
+        for table, owner, key, _ in todo:
+            tbl, col = (ts, ts.c.trial_id) if table == "trial" else (ss, ss.c.study_id)
+            con.execute(sa.update(tbl).where(col == owner, tbl.c.key == key)
+                        .values(value_json=REMOVED))
+    for *_, aid in todo:
+        (base / aid).unlink(missing_ok=True)
+    history = list(study.user_attrs.get(PRUNE_ATTR, []))[-19:]
+    history.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "keep_top": keep_top, "removed": report.removed,
+                    "freed_bytes": report.freed_bytes, "trials": report.trials})
+    study.set_user_attr(PRUNE_ATTR, history)
+    return report
+
+
+def _dashboard_trial(key: str) -> int:
+    """The trial id inside a dashboard upload's key, dashboard:artifacts:<trial_id>:<id>."""
+    parts = key.split(":")
+    return int(parts[2]) if key.startswith(DASHBOARD_PREFIX) and parts[2].isdigit() else -1
+
+
+def _candidate_ids(rdb: optuna.storages.RDBStorage, study: optuna.Study,
+                   trial_ids: set[int]) -> set[str]:
+    ids = set()
+    for tid in trial_ids:
+        for k, v in rdb.get_trial_system_attrs(tid).items():
+            if k.startswith(TRIAL_PREFIX) and v not in (None, "null"):
+                ids.add(k[len(TRIAL_PREFIX):])
+    for k, v in rdb.get_study_system_attrs(study._study_id).items():
+        if _dashboard_trial(k) in trial_ids and v not in (None, "null"):
+            ids.add(k.rsplit(":", 1)[-1])
+    return {i for i in ids if ARTIFACT_ID.match(i)}
