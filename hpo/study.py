@@ -31,6 +31,15 @@ BUDGET_ATTR = "hpo:budget"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+class BudgetGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls study.stop() when the grid is exhausted, which only works
+    inside study.optimize(); here the study's budget (= grid size) ends the search instead."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: TrialState, values: Any) -> None:
+        return None
+
+
 def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
     s = {k: v for k, v in spec.sampler.items() if k not in ("type", "points")}
     kind = spec.sampler["type"]
@@ -39,7 +48,9 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, **s)
     if kind == "grid":
-        return optuna.samplers.GridSampler(spec.grid_values(), seed=seed)
+        # The grid is shuffled by its seed and grid ids index the shuffled list, so every
+        # worker must use the same seed or ids would map to different points.
+        return BudgetGridSampler(spec.grid_values(), seed=spec.seed)
     return optuna.samplers.RandomSampler(seed=seed)  # random, and points (all enqueued)
 
 

@@ -69,10 +69,12 @@ TINY_STUDY: dict[str, Any] = {
 
 @pytest.fixture
 def study_file(tmp_path: Path) -> Callable[..., Path]:
-    """Writes a study file with a unique name; keyword arguments override TINY_STUDY's keys."""
+    """Writes a study file with a unique name; keyword arguments override TINY_STUDY's keys
+    (None removes one)."""
 
     def write(**overrides: Any) -> Path:
         body = {"name": f"t{uuid.uuid4().hex[:10]}", **TINY_STUDY, **overrides}
+        body = {k: v for k, v in body.items() if v is not None}  # None drops a key
         path = tmp_path / f"{body['name']}.toml"
         path.write_text(tomli_w.dumps(body))
         return path
