@@ -10,6 +10,7 @@ transaction is short.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import sqlite3
@@ -85,12 +86,16 @@ def bind(app: Any, host: str, port: int) -> WSGIServer:
         raise DashboardError(f"--host {host}: unknown host ({e.strerror}); use 127.0.0.1 (this "
                              "machine only) or an address of this machine") from e
     except OSError as e:
-        if e.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+        if e.errno == errno.EADDRINUSE:
             raise DashboardError(f"--port {port}: already in use on {host}; choose another "
                                  "port (--port 0 picks a free one)") from e
-        raise DashboardError(f"--host {host} --port {port}: cannot listen ({e.strerror}); "
-                             "ports below 1024 need root, and the host must be an address "
-                             "of this machine") from e
+        if e.errno == errno.EACCES:
+            raise DashboardError(f"--port {port}: permission denied (ports below 1024 need "
+                                 "root); use e.g. --port 8080") from e
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise DashboardError(f"--host {host} is not an address of this machine; use "
+                                 "127.0.0.1, or 0.0.0.0 for every interface") from e
+        raise DashboardError(f"--host {host} --port {port}: cannot listen ({e.strerror})") from e
 
 
 def serve(server: WSGIServer, on_stop: Callable[[], None] | None = None) -> None:
