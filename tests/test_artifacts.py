@@ -196,7 +196,7 @@ def test_artifacts_setting_points_at_a_shared_directory(
     assert trial_artifacts(study._storage, study.trials[0]) == []
 
 
-def test_an_unusable_store_fails_the_trial_with_the_fix(
+def test_an_unusable_store_is_an_error_that_names_the_fix(
         tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(ENV, str(tmp_path / "a-file" / "artifacts"))
