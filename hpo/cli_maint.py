@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hpo.cli import StorageOpt, StudyArg, _load, app, emit_json, friendly
+from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, friendly
 
 
 def _pairs(pairs: list[tuple[int, int]]) -> str:
@@ -27,9 +27,11 @@ def retry_failed_cmd(
     elsewhere are skipped.
     """
     from hpo.maintenance import retry_failed
+    from hpo.study import load
 
-    s, _ = _load(study, storage)
-    r = retry_failed(s, s._storage)
+    st = _open(storage)[1]
+    s, _ = load(study, st)
+    r = retry_failed(s, st)
     if as_json:
         emit_json({"requeued": [{"failed": a, "new": b} for a, b in r.requeued],
                    "already_retried": r.already_retried, "params_taken": r.params_taken,

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpo.storage import ENV_URL, mask
-from hpo.study import counts
+from hpo.study import Counts, counts
 from hpo.worker import STORAGE_ERRORS, retry
 
 DEADLINE_ENV = "HPO_DEADLINE"
@@ -80,52 +80,37 @@ def _any_complete(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
+class _Signals:
+    """Ctrl-C and SIGTERM are counted here, never raised: a KeyboardInterrupt landing between
+    starting the workers and watching them would end this process and leave the workers (in
+    sessions of their own) searching on unseen. `kill` and `docker stop` mean Ctrl-C too."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+
 def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir: Path,
               timeout: float | None, console: Console) -> SearchOutcome:
     """Runs the workers to the end of the budget with a live progress bar."""
     c = counts(study)
     console.print(f"study [bold]{study.study_name}[/bold] on {mask(url)}: {c.finished}/{c.budget}"
                   f" finished; starting {workers} worker(s), logs in {log_dir}/", highlight=False)
-    procs = start_workers(url, study.study_name, workers, threads, log_dir, timeout)
-    interrupted = False
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
-                                   "  best {task.fields[best]}"), TimeElapsedColumn(),
-                        console=console, transient=False)
-    task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
-                             failed=c.failed, best=_best(study))
-    # `kill` or `docker stop` on this process must stop the workers too (they run in their own
-    # sessions and would otherwise go on alone): treat SIGTERM as Ctrl-C.
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if main else None
-    with progress:
-        while True:
-            try:
-                alive = [p for p, _ in procs if p.poll() is None]
-                # The workers wait out a database restart; the progress bar must not die of it.
-                with contextlib.suppress(*STORAGE_ERRORS):
-                    c = counts(study)
-                    progress.update(task, total=c.budget, completed=c.finished,
-                                    running=c.running, failed=c.failed, best=_best(study))
-                if not alive:
-                    break
-                time.sleep(1.0)
-            except KeyboardInterrupt:
-                if interrupted:  # a second Ctrl-C: stop waiting politely
-                    for p, _ in procs:
-                        with contextlib.suppress(ProcessLookupError):
-                            p.kill()
-                    break
-                interrupted = True
-                progress.console.print("interrupt: stopping workers (their running trials are "
-                                       "failed and re-queued)...")
-                for p, _ in procs:
-                    with contextlib.suppress(ProcessLookupError):
-                        p.send_signal(signal.SIGINT)
-    for p, _ in procs:
-        p.wait()
-    if main:
-        signal.signal(signal.SIGTERM, previous)
+    signals = _Signals()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        procs = start_workers(url, study.study_name, workers, threads, log_dir, timeout)
+        _watch(study, procs, signals, console, c)
+        for p, _ in procs:
+            p.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    interrupted = signals.count > 0
     # A worker stopped by our own SIGINT before its handler was installed (still importing)
     # dies of the signal itself; that is the interrupt working, not a worker error.
     stopped = {0, 130} | ({-signal.SIGINT, -signal.SIGKILL} if interrupted else set())
@@ -135,5 +120,41 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
     return SearchOutcome(c.finished, c.budget, interrupted, errors)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]],
+           signals: _Signals, console: Console, c: Counts) -> None:
+    """Shows progress until every worker has exited; forwards the first Ctrl-C to the workers
+    (each fails and re-queues its running trial) and kills them on the second."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
+                                   "  best {task.fields[best]}"), TimeElapsedColumn(),
+                        console=console, transient=False)
+    task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
+                             failed=c.failed, best="-")
+    asked, killed, tick = False, False, 0
+    with progress:
+        while True:
+            if signals.count >= 1 and not asked:
+                progress.console.print("interrupt: stopping workers (their running trials are "
+                                       "failed and re-queued)...")
+                _send(procs, signal.SIGINT)
+                asked = True
+            if signals.count >= 2 and not killed:  # a second Ctrl-C: stop waiting politely
+                _send(procs, signal.SIGKILL)
+                killed = True
+            alive = [p for p, _ in procs if p.poll() is None]
+            if tick % 4 == 0 or not alive:
+                # The workers wait out a database restart; the progress bar must not die of it.
+                with contextlib.suppress(*STORAGE_ERRORS):
+                    c = counts(study)
+                    progress.update(task, total=c.budget, completed=c.finished,
+                                    running=c.running, failed=c.failed, best=_best(study))
+            if not alive:
+                break
+            time.sleep(0.25)
+            tick += 1
+
+
+def _send(procs: list[tuple[subprocess.Popen[bytes], Path]], sig: int) -> None:
+    for p, _ in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(sig)
