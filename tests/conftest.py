@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,20 @@ from hpo.data import DataConfig, Split, make_split
 
 # A few curves of the protocol's shape (length 80); enough for the training loop to learn a bit.
 TINY_DATA = DataConfig(seed=0, n_train=20, n_val=10, n_test=10)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _artifacts_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Trials upload pictures and models; keep the suite's uploads out of the repo's storage/.
+    One directory for the session, so module-scoped searches and later tests agree on it
+    (subprocesses inherit the variable); a test may still point it elsewhere."""
+    old = os.environ.get("HPO_ARTIFACTS")
+    os.environ["HPO_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
+    yield
+    if old is None:
+        os.environ.pop("HPO_ARTIFACTS", None)
+    else:
+        os.environ["HPO_ARTIFACTS"] = old
 
 
 @pytest.fixture(scope="session")

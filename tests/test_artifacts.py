@@ -91,6 +91,13 @@ def run_study(path: Path, url: str, n: int | None = None) -> optuna.Study:
     return study
 
 
+@pytest.fixture(autouse=True)
+def _default_artifacts_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module checks the default place (beside the SQLite file): drop the suite's
+    HPO_ARTIFACTS; tests that want the setting set it themselves."""
+    monkeypatch.delenv(ENV, raising=False)
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A finished three-trial study in SQLite, artifacts in the default place beside it."""
