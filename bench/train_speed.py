@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = DataConfig()
     tr, va = make_split(data, "train"), make_split(data, "val")
+    # nn.LSTM's speed comes from oneDNN's RNN kernels; without them it is as slow as the cell loop.
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
     if not args.json:
+        print(f"torch {torch.__version__}, oneDNN {'on' if onednn else 'OFF: expect ratio ~1x'}")
         print(f"CPU ms/epoch incl. validation, median of {args.epochs_timed} epochs, 1 thread")
         print("hidden   project  reference   ratio  wall ratio")
     rows = []
@@ -236,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         meets = None if at40 is None else at40 >= TARGET_RATIO
         phases = profile(tr, va) if args.profile else None
-        summary = dict(rows=rows, trial_h40_s10_100ep=trial, target_ratio=TARGET_RATIO)
+        summary = dict(
+            rows=rows, trial_h40_s10_100ep=trial, target_ratio=TARGET_RATIO, onednn=onednn
+        )
         print(json.dumps(summary | dict(ratio_h40=at40, meets_target=meets, profile=phases)))
     else:
         if at40 is not None:
