@@ -285,16 +285,17 @@ def best(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The best trials (the Pareto front for two objectives)."""
-    from hpo.queries import best_trials, trial_record, trials_table
+    from hpo.queries import best_trials, open_study, trial_record, trials_table
 
-    s, spec = _load(study, storage)
+    # open_study, not _load: hpo.study imports torch, seconds of start-up for a quick query.
+    s, metrics = open_study(study, _open(storage)[1])
     records = [trial_record(t) for t in best_trials(s, top)]
     if as_json:
         emit_json(records)
         return
     if not records:
         raise HpoError(f"study '{study}' has no complete trial yet")
-    Console().print(trials_table(f"best of '{study}'", records, list(spec.metrics)))
+    Console().print(trials_table(f"best of '{study}'", records, metrics))
 
 
 @app.command()
@@ -344,9 +345,10 @@ def evaluate_cmd(
         return
     table = Table(title=f"'{study}': held-out test over {seeds} seeds", title_justify="left")
     for c in ("#", "params", "search val", "val mean ± std", "test mean ± std", "s/seed"):
-        table.add_column(c)
+        table.add_column(c, no_wrap=c != "params")
     for r in rows:
-        table.add_row(str(r["number"]), " ".join(f"{k}={v}" for k, v in r["params"].items()),
+        table.add_row(str(r["number"]), " ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                                                 f"{k}={v}" for k, v in r["params"].items()),
                       f"{r['search_value']:.2f}", f"{r['val_mean']:.2f} ± {r['val_std']:.2f}",
                       f"{r['test_mean']:.2f} ± {r['test_std']:.2f}",
                       f"{r['seconds_per_seed']:.1f}")
