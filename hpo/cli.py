@@ -70,6 +70,11 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def out() -> Console:
+    """Tables on stdout; in a pipe or a log, rich would squeeze them into 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -216,7 +221,7 @@ def search(
     outcome = supervise(study, url, workers, threads, DEFAULT_DIR / "logs", timeout, console)
     records = [trial_record(t) for t in best_trials(study, top)]
     if records:
-        Console().print(trials_table(f"best trials of '{study.study_name}'", records,
+        out().print(trials_table(f"best trials of '{study.study_name}'", records,
                                      list(spec.metrics)))
     typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
     for line in outcome.worker_errors:
@@ -273,7 +278,7 @@ def studies(
         table.add_column(c)
     for r in rows:
         table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c]) for c in cols))
-    Console().print(table)
+    out().print(table)
 
 
 @app.command()
@@ -295,7 +300,7 @@ def best(
         return
     if not records:
         raise HpoError(f"study '{study}' has no complete trial yet")
-    Console().print(trials_table(f"best of '{study}'", records, metrics))
+    out().print(trials_table(f"best of '{study}'", records, metrics))
 
 
 @app.command()
@@ -320,7 +325,7 @@ def trials(
     elif fmt_ == "csv":
         sys.stdout.write(to_csv(records))
     else:
-        Console().print(trials_table(f"trials of '{study}'", records, list(spec.metrics)))
+        out().print(trials_table(f"trials of '{study}'", records, list(spec.metrics)))
 
 
 @app.command("evaluate")
@@ -352,7 +357,7 @@ def evaluate_cmd(
                       f"{r['search_value']:.2f}", f"{r['val_mean']:.2f} ± {r['val_std']:.2f}",
                       f"{r['test_mean']:.2f} ± {r['test_std']:.2f}",
                       f"{r['seconds_per_seed']:.1f}")
-    Console().print(table)
+    out().print(table)
 
 
 @app.command("replay")

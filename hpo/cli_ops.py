@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, err, friendly
+from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, err, friendly, out
 
 ArtifactsOpt = Annotated[str | None, typer.Option(
     "--artifacts", envvar="HPO_ARTIFACTS", show_envvar=True,
@@ -95,7 +94,7 @@ def baselines_cmd(
         table.add_column(c)
     for b in rows:
         table.add_row(b.describe(), f"{b.val_removed:.2f}", f"{b.test_removed:.2f}")
-    Console().print(table)
+    out().print(table)
 
 
 @app.command("export")

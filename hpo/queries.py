@@ -1,4 +1,12 @@
-"""Read-only views of studies: summaries, best trials, trial listings (table, JSON, CSV)."""
+"""Read-only views of studies: summaries, best trials, trial listings (table, JSON, CSV).
+
+`hpo best` and `hpo studies` must answer quickly at any study size, so on SQL storage they never
+load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their learning
+curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
+database for the counts and the best trial ids instead, then load only those trials
+(bench/storage.py measures both paths). This module also avoids importing hpo.study, which pulls
+in torch: a second or more of start-up for a command that only reads a database.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,19 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import optuna
+import sqlalchemy as sa
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from hpo.errors import HpoError
-from hpo.study import BUDGET_ATTR, SPEC_ATTR
+
+# hpo.study's attr names, repeated here because importing hpo.study imports torch (see above);
+# tests/test_queries.py checks that they agree.
+SPEC_ATTR = "hpo:spec"
+BUDGET_ATTR = "hpo:budget"
 
 SUMMARY_ATTRS = ("train_seconds", "epochs_run", "n_params", "val_std", "pruned_at_epoch",
                  "status", "reason", "fail_reason", "host", "pid", "seeds")
@@ -37,16 +52,44 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
+def open_study(name: str, storage: optuna.storages.BaseStorage
+               ) -> tuple[optuna.Study, list[str]]:
+    """hpo.study.load for read-only commands: the study and its metrics, without building the
+    StudySpec (its module imports torch). Anything amiss (an unknown name, a study hpo did not
+    create) goes through hpo.study.load itself, for its usual one-line error."""
+    stored = None
+    with contextlib.suppress(KeyError):
+        study = optuna.load_study(study_name=name, storage=storage)
+        stored = study.user_attrs.get(SPEC_ATTR)
+    if not isinstance(stored, dict) or not stored.get("metrics"):
+        from hpo.study import load
+
+        study, spec = load(name, storage)
+        return study, list(spec.metrics)
+    return study, list(stored["metrics"])
+
+
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage behind a storage (Optuna wraps it in a cache), or None."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    rdb = _rdb(storage)
+    counts = _state_counts(rdb) if rdb is not None else None
     out = []
     for s in storage.get_all_studies():
         n = {state: 0 for state in TrialState}
-        for t in storage.get_all_trials(s._study_id, deepcopy=False):
-            n[t.state] += 1
+        if counts is not None:
+            n.update(counts.get(s._study_id, {}))
+        else:
+            for t in storage.get_all_trials(s._study_id, deepcopy=False):
+                n[t.state] += 1
         best = None
         if len(s.directions) == 1 and n[TrialState.COMPLETE]:
             with contextlib.suppress(ValueError):
-                best = storage.get_best_trial(s._study_id).value
+                best = storage.get_best_trial(s._study_id).value  # loads that one trial only
         out.append({
             "name": s.study_name,
             "directions": [d.name.lower() for d in s.directions],
@@ -60,13 +103,106 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     return out
 
 
+def _state_counts(rdb: optuna.storages.RDBStorage) -> dict[int, dict[TrialState, int]]:
+    """Trials per study and state, counted by the database in one query."""
+    from optuna.storages._rdb.models import TrialModel as T
+
+    out: dict[int, dict[TrialState, int]] = {}
+    with rdb.engine.connect() as con:
+        for study_id, state, n in con.execute(
+                sa.select(T.study_id, T.state, sa.func.count()).group_by(T.study_id, T.state)):
+            out.setdefault(study_id, {})[state] = n
+    return out
+
+
 def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """Single objective: the top K complete trials; two objectives: the Pareto front."""
+    """Single objective: the top K complete trials (ties: lower number first); two objectives:
+    the Pareto front, by the first objective. Only the trials returned are loaded in full."""
+    rdb = _rdb(study._storage)
+    if rdb is None:
+        return _best_trials_loaded(study, top)
+    if len(study.directions) > 1:
+        ids = _pareto_ids(rdb, study._study_id, study.directions, top)
+    else:
+        ids = _top_ids(rdb, study._study_id, study.direction, top)
+    return [study._storage.get_trial(i) for i in ids]
+
+
+def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The same answer from every trial loaded: for storages that are not SQL databases."""
     if len(study.directions) > 1:
         return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)[:top]
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
     return sorted(done, key=lambda t: (sign * t.values[0], t.number))[:top]
+
+
+def _complete_values(rdb: optuna.storages.RDBStorage, study_id: int
+                     ) -> list[tuple[int, int, int, float]]:
+    """(trial id, number, objective, value) of the study's complete trials, values as floats."""
+    from optuna.storages._rdb.models import TrialModel as T
+    from optuna.storages._rdb.models import TrialValueModel as V
+
+    kind = V.TrialValueType
+    # Optuna stores an infinity as a NULL value with its type; finite values as themselves.
+    inf = {kind.INF_POS: math.inf, kind.INF_NEG: -math.inf}
+    query = (sa.select(T.trial_id, T.number, V.objective, V.value, V.value_type)
+             .join(V, V.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE))
+    with rdb.engine.connect() as con:
+        return [(tid, number, objective, inf.get(vtype, value))
+                for tid, number, objective, value, vtype in con.execute(query)]
+
+
+def _top_ids(rdb: optuna.storages.RDBStorage, study_id: int, direction: StudyDirection,
+             top: int) -> list[int]:
+    from optuna.storages._rdb.models import TrialModel as T
+    from optuna.storages._rdb.models import TrialValueModel as V
+
+    # Infinities are stored as NULL values with a type; rank them by type first, as Optuna does.
+    kind = V.TrialValueType
+    rank = sa.case((V.value_type == kind.INF_NEG, -1), (V.value_type == kind.FINITE, 0),
+                   else_=1)
+    order = ([rank.desc(), V.value.desc()] if direction == StudyDirection.MAXIMIZE
+             else [rank, V.value])
+    query = (sa.select(T.trial_id).join(V, V.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE, V.objective == 0)
+             .order_by(*order, T.number).limit(top))
+    with rdb.engine.connect() as con:
+        return [row[0] for row in con.execute(query)]
+
+
+def _pareto_ids(rdb: optuna.storages.RDBStorage, study_id: int,
+                directions: list[StudyDirection], top: int) -> list[int]:
+    rows = _complete_values(rdb, study_id)
+    by_trial: dict[int, tuple[int, list[float]]] = {}
+    for tid, number, objective, value in rows:
+        by_trial.setdefault(tid, (number, [math.nan] * len(directions)))[1][objective] = value
+    if not by_trial:
+        return []
+    ids = sorted(by_trial, key=lambda i: by_trial[i][0])  # by number, as Optuna lists them
+    values = np.array([by_trial[i][1] for i in ids], dtype=float)
+    signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions])
+    front = [ids[i] for i in np.flatnonzero(pareto_mask(values * signs))]
+    front.sort(key=lambda i: by_trial[i][1][0], reverse=True)  # stable: ties stay by number
+    return front[:top]
+
+
+def pareto_mask(loss: np.ndarray) -> np.ndarray:
+    """Rows of `loss` (to minimize, one column per objective) that no other row dominates;
+    equal rows are all kept, as Optuna keeps them. A dominating row always sorts earlier
+    lexicographically, so one pass against the front found so far is enough."""
+    keep = np.zeros(len(loss), dtype=bool)
+    front: list[np.ndarray] = []
+    for i in np.lexsort(loss.T[::-1]):
+        p = loss[i]
+        if front:
+            f = np.array(front)
+            if np.any(np.all(f <= p, axis=1) & np.any(f < p, axis=1)):
+                continue
+        front.append(p)
+        keep[i] = True
+    return keep
 
 
 def parse_state(state: str | None) -> tuple[TrialState, ...] | None:
@@ -108,11 +244,18 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+SHORT = {"val_removed": "val %", "train_seconds": "train s", "hidden_size": "hidden",
+         "batch_size": "batch", "train_curves": "curves", "weight_decay": "wd",
+         "grad_clip": "clip", "epochs run": "ran"}
+
+
 def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) -> Table:
     params = sorted({k for r in records for k in r["params"]})
     table = Table(title=title, title_justify="left")
-    for col in ["#", "state", *metrics, *params, "epochs run", "seconds"]:
-        table.add_column(col, justify="right" if col != "state" else "left")
+    # Short headers keep the table readable in an 80-column terminal or a pipe.
+    for col in ["#", "state", *metrics, *params, "epochs run", "s/seed"]:
+        table.add_column(SHORT.get(col, col), justify="right" if col != "state" else "left",
+                         no_wrap=True)
     for r in records:
         values = r["values"] or [None] * len(metrics)
         table.add_row(str(r["number"]), r["state"], *(fmt(v) for v in values),
