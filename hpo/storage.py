@@ -156,14 +156,14 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
             full = u.render_as_string(hide_password=False)
             return HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
                                     skip_table_creation=not create, **hb)
+    except (ImportError, NoSuchModuleError) as e:
+        raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
+                           "postgresql+psycopg:// or mysql+pymysql://") from e
     except optuna.exceptions.StorageInternalError as e:
         # Optuna 5 wraps the driver's error (refused, unknown user, not a database...).
         raise _open_error(url, u, e.__cause__ or e) from e
     except sqlalchemy.exc.SQLAlchemyError as e:
         raise _open_error(url, u, e) from e
-    except (ImportError, NoSuchModuleError) as e:
-        raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
-                           "postgresql+psycopg:// or mysql+pymysql://") from e
     except RuntimeError as e:  # optuna's schema version check
         raise StorageError(f"storage {mask(url)}: {first_line(e)}") from e
 
