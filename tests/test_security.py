@@ -1,0 +1,234 @@
+"""Security: the dashboard listens on loopback unless told otherwise; a storage password never
+shows in any output, log or process command line; nothing in hpo/ builds SQL by hand.
+
+The password tests use a PostgreSQL role `hpo_secret` with a password and a database of its own,
+made by the `secret_url` fixture. (The test server trusts local logins, so the password is not
+checked there; what is tested is that it never leaks.)
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import ipaddress
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from searchprocs import cmdline, hpo_env, running_search, wait_until
+from typer.testing import CliRunner
+
+from hpo.cli import app
+from hpo.storage import mask, open_storage, parse
+from hpo.study import create_study
+from hpo.studyfile import load_study_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLE = "hpo_secret"
+SECRET = "Sup3r-s3cret-pa55word"
+
+
+@pytest.fixture(scope="module")
+def secret_url() -> str:
+    """A PostgreSQL URL whose user has a password, on a database that user owns."""
+    base = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("needs $HPO_TEST_POSTGRES_URL (a database URL); .ci/run sets it")
+    admin = sqlalchemy.create_engine(parse(base), isolation_level="AUTOCOMMIT")
+    roles = sqlalchemy.table("pg_roles", sqlalchemy.column("rolname"))
+    dbs = sqlalchemy.table("pg_database", sqlalchemy.column("datname"))
+    try:
+        with admin.connect() as con:
+            # Test set-up of a server role: DDL takes no bound parameters, and ROLE / SECRET
+            # are constants of this file.
+            verb = "ALTER" if con.execute(sqlalchemy.select(roles.c.rolname).where(
+                roles.c.rolname == ROLE)).first() else "CREATE"
+            con.execute(sqlalchemy.text(f"{verb} ROLE {ROLE} LOGIN PASSWORD '{SECRET}'"))
+            if not con.execute(sqlalchemy.select(dbs.c.datname).where(
+                    dbs.c.datname == ROLE)).first():
+                with contextlib.suppress(sqlalchemy.exc.ProgrammingError):  # a concurrent run
+                    con.execute(sqlalchemy.text(f"CREATE DATABASE {ROLE} OWNER {ROLE}"))
+    except sqlalchemy.exc.DBAPIError as e:
+        pytest.skip(f"cannot create role {ROLE}: {str(e).splitlines()[0]}")
+    finally:
+        admin.dispose()
+    return parse(base).set(username=ROLE, password=SECRET, database=ROLE).render_as_string(
+        hide_password=False)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, list(args), env={"HPO_STORAGE": None})
+    return r.exit_code, r.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_password_never_shows_in_output_logs_or_command_lines(
+        secret_url: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path = study_file(trials=4)
+    name = load_study_file(path).name
+    env = hpo_env(HPO_STORAGE=secret_url)  # the documented way: not on a command line
+    with running_search(path, tmp_path, "--workers", "2", env=env) as search:
+        workers = wait_until(lambda: len(search.note_workers()) == 2 and search.workers, 60,
+                             "two worker processes")
+        lines = {pid: cmdline(pid) for pid in [search.proc.pid, *workers]}
+        code = search.wait(240)
+    assert all(" worker " in lines[pid] for pid in workers), lines
+    for pid, line in lines.items():  # what `ps` shows to every user of the machine
+        assert SECRET not in line, (pid, line)
+    assert code == 0, search.stderr[-2000:]
+    shown = search.stdout + search.stderr
+    assert SECRET not in shown
+    assert f"{ROLE}:***@" in shown  # the URL is shown, masked
+    logs = list((tmp_path / "storage" / "logs").glob("*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert SECRET not in log.read_text(), log
+
+    # Every command that reads the storage, on success and on failure.
+    for args in (["studies"], ["studies", "--json"], ["trials", name, "--format", "json"],
+                 ["trials", name, "--format", "csv"], ["best", name, "--json"], ["best", name],
+                 ["worker", name], ["fail-stale", name], ["retry-failed", name],
+                 ["create", str(path)], ["best", "no-such-study"]):
+        code, out = invoke(*args, "--storage", secret_url)
+        assert SECRET not in out, args
+        assert code == (2 if "no-such-study" in args else 0), (args, out)
+
+
+def test_mask_hides_every_password_form() -> None:
+    for url in ("postgresql://u:p%40ss-w0rd@db:5432/hpo", "mysql+pymysql://u:p%40ss-w0rd@db/hpo",
+                "postgresql+psycopg://u:p%40ss-w0rd@db/hpo?sslmode=require"):
+        shown = mask(url)
+        assert "p%40ss-w0rd" not in shown and "p@ss-w0rd" not in shown
+        assert "u:***@db" in shown
+    assert "s3cret" not in mask("postgresql://u:s3cret@db:notaport/hpo")  # unparseable: hidden
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Addresses with a socket listening on `port` (any process), from /proc/net/tcp{,6}."""
+    found = []
+    for name, width in (("tcp", 8), ("tcp6", 32)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                host_hex, port_hex = local.split(":")
+                if state != "0A" or int(port_hex, 16) != port or len(host_hex) != width:
+                    continue
+                raw = bytes.fromhex(host_hex)  # 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                family = socket.AF_INET if width == 8 else socket.AF_INET6
+                found.append(socket.inet_ntop(family, raw))
+    return found
+
+
+@contextlib.contextmanager
+def dashboard(env: dict[str, str], cwd: Path) -> Iterator[tuple[int, list[str]]]:
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--port", "0"], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        seen: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if m := re.search(r"open http://[^\s]+:(\d+)/", line):
+                yield int(m.group(1)), seen
+                break
+        else:
+            raise AssertionError(f"the dashboard did not start: {''.join(seen)[-2000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dashboard_listens_on_loopback_only_by_default(
+        study_file: Callable[..., Path], tmp_path: Path) -> None:
+    if "dashboard" not in invoke("--help")[1]:
+        pytest.skip("no `hpo dashboard` command yet")
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    create_study(load_study_file(study_file()), open_storage(url, create=True))
+    with dashboard(hpo_env(HPO_STORAGE=url), tmp_path) as (port, _):
+        addresses = listening_addresses(port)
+    assert addresses, f"nothing listens on port {port}"
+    assert all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dashboard_masks_the_storage_password(secret_url: str, tmp_path: Path) -> None:
+    if "dashboard" not in invoke("--help")[1]:
+        pytest.skip("no `hpo dashboard` command yet")
+    open_storage(secret_url, create=True, heartbeat=False).engine.dispose()
+    with dashboard(hpo_env(HPO_STORAGE=secret_url), tmp_path) as (_, seen):
+        pass
+    text = "".join(seen)
+    assert SECRET not in text
+    assert f"{ROLE}:***@" in text
+
+
+# --- nothing builds SQL by hand --------------------------------------------------------------
+
+# Statement shapes, not single words: "Create the study" in a docstring is not SQL.
+SQL = re.compile(r"^\s*(SELECT\b.*\bFROM\b|INSERT\s+INTO\b|UPDATE\s+\S+\s+SET\b|DELETE\s+FROM\b|"
+                 r"(CREATE|DROP|ALTER)\s+(TABLE|INDEX|DATABASE|ROLE|USER|VIEW)\b|TRUNCATE\b|"
+                 r"GRANT\b|PRAGMA\b)", re.IGNORECASE | re.DOTALL)
+# Constant pragmas on a local SQLite file: no data ever enters them.
+ALLOWED = {"PRAGMA journal_mode=WAL", "PRAGMA journal_mode"}
+RAW_SQL_CALLS = {"text", "exec_driver_sql", "executescript", "literal_column"}
+
+
+def hand_made_sql(source: str) -> list[str]:
+    """Literal SQL, f-strings that start like SQL, and raw-SQL calls in Python source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if SQL.match(node.value) and node.value not in ALLOWED:
+                found.append(f"line {node.lineno}: {node.value[:60]!r}")
+        elif isinstance(node, ast.JoinedStr):
+            head = "".join(v.value for v in node.values
+                           if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            if SQL.match(head):
+                found.append(f"line {node.lineno}: f-string {head[:60]!r}")
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            called = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if called in RAW_SQL_CALLS:
+                found.append(f"line {node.lineno}: {called}(...)")
+    return found
+
+
+def test_the_detector_finds_hand_made_sql() -> None:
+    sample = '''
+import sqlalchemy
+from sqlalchemy import text
+def q(con, name, tid):
+    con.execute(text("SELECT * FROM trials"))
+    con.execute(f"DELETE FROM trials WHERE trial_id = {tid}")
+    con.exec_driver_sql("UPDATE studies SET study_name = '%s'" % name)
+    con.execute(sqlalchemy.text("insert into trials values (1)"))
+    con.execute("PRAGMA journal_mode=WAL")
+    """Create the study: select the best trials from the storage."""
+'''
+    flagged = {int(f.split(":")[0].split()[1]) for f in hand_made_sql(sample)}
+    assert flagged == {5, 6, 7, 8}  # not the constant pragma (9), not the docstring (10)
+
+
+def test_nothing_in_hpo_builds_sql_by_hand() -> None:
+    files = sorted((ROOT / "hpo").rglob("*.py"))
+    assert len(files) > 10
+    offenders = {str(f.relative_to(ROOT)): found for f in files
+                 if (found := hand_made_sql(f.read_text()))}
+    assert offenders == {}, offenders
