@@ -1,0 +1,151 @@
+"""Queries that answer from the database without loading every trial, and the objective's
+lighter storage traffic (issue 7): same answers as the load-everything path, fewer writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+import hpo.queries as q
+import hpo.study
+from hpo.objective import progress_steps, pruning_marks, set_user_attrs
+from hpo.storage import open_storage
+from hpo.study import create_study
+from hpo.studyfile import load_study_file
+
+DIST = {"x": FloatDistribution(0, 1)}
+
+
+def add(study: optuna.Study, state: TrialState, values: list[float] | None = None,
+        attrs: dict[str, Any] | None = None) -> None:
+    study.add_trial(create_trial(state=state, values=values, params={"x": 0.5},
+                                 distributions=DIST, user_attrs=attrs or {},
+                                 intermediate_values={5: 1.0} if values is None else {}))
+
+
+def test_attr_names_agree_with_hpo_study() -> None:
+    assert (q.SPEC_ATTR, q.BUDGET_ATTR) == (hpo.study.SPEC_ATTR, hpo.study.BUDGET_ATTR)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_trials_match_the_load_everything_path(storage_url: str, direction: str) -> None:
+    storage = open_storage(storage_url, create=True, heartbeat=False)
+    name = f"q-{direction}-{np.random.default_rng().integers(1 << 40):x}"
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction)
+    rng = np.random.default_rng(0)
+    for v in [*rng.integers(0, 5, 30).astype(float), math.inf, -math.inf, 2.0, 2.0]:
+        add(study, TrialState.COMPLETE, [float(v)], {"curve": [1.0] * 50})
+    add(study, TrialState.PRUNED)
+    add(study, TrialState.FAIL)
+    try:
+        for top in (1, 3, 10, 100):
+            fast = [t.number for t in q.best_trials(study, top)]
+            slow = [t.number for t in q._best_trials_loaded(study, top)]
+            assert fast == slow, top
+        best = q.best_trials(study, 1)[0]
+        assert best.user_attrs == {"curve": [1.0] * 50} and best.params == {"x": 0.5}
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_pareto_front_matches_optuna(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'p.db'}", create=True, heartbeat=False)
+    study = optuna.create_study(study_name="p", storage=storage,
+                                directions=["maximize", "minimize"])
+    rng = np.random.default_rng(1)
+    for a, b in rng.integers(0, 6, (60, 2)).astype(float):
+        add(study, TrialState.COMPLETE, [float(a), float(b)])
+    add(study, TrialState.COMPLETE, [math.inf, 3.0])
+    for top in (1, 5, 100):
+        assert ([t.number for t in q.best_trials(study, top)]
+                == [t.number for t in q._best_trials_loaded(study, top)])
+
+
+def test_pareto_mask_keeps_ties_and_drops_dominated() -> None:
+    loss = np.array([[1, 2], [1, 2], [0, 3], [2, 2], [1, 1], [3, 0]], dtype=float)
+    assert q.pareto_mask(loss).tolist() == [False, False, True, False, True, True]
+    assert q.pareto_mask(np.array([[1.0, 2.0], [1.0, 2.0]])).tolist() == [True, True]
+
+
+def test_studies_counts_match_a_full_load(storage_url: str) -> None:
+    storage = open_storage(storage_url, create=True, heartbeat=False)
+    name = f"q-studies-{np.random.default_rng().integers(1 << 40):x}"
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.ask()  # one running (before the waiting one, which ask would pop)
+    for state, values in [(TrialState.COMPLETE, [3.0]), (TrialState.COMPLETE, [5.0]),
+                          (TrialState.PRUNED, None), (TrialState.FAIL, None),
+                          (TrialState.WAITING, None)]:
+        add(study, state, values)
+    try:
+        row = next(r for r in q.studies(storage) if r["name"] == name)
+        assert {k: row[k] for k in ("finished", "complete", "pruned", "running", "waiting",
+                                    "failed", "best_value")} == {
+            "finished": 3, "complete": 2, "pruned": 1, "running": 1, "waiting": 1,
+            "failed": 1, "best_value": 5.0}
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_hpo_best_and_studies_do_not_import_torch(tmp_path: Path,
+                                                  study_file: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    spec = load_study_file(study_file())
+    study = create_study(spec, open_storage(url, create=True))
+    add(study, TrialState.COMPLETE, [42.0], {"epochs_run": 3})
+    code = ("import sys\nfrom hpo.cli import app\ntry:\n    app(args=sys.argv[1:])\n"
+            "finally:\n    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
+    for args in (["best", spec.name, "--json"], ["studies"]):
+        r = subprocess.run([sys.executable, "-c", code, *args, "--storage", url],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "torch imported: False" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "hpo", "best", spec.name, "--json", "--storage",
+                        url], capture_output=True, text=True, timeout=120)
+    assert json.loads(r.stdout)[0]["values"] == [42.0]
+    r = subprocess.run([sys.executable, "-m", "hpo", "best", "nope", "--storage", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "no study named 'nope'" in r.stderr
+
+
+def test_pruner_is_asked_every_ten_percent_from_its_warm_up(
+        study_file: Callable[..., Path]) -> None:
+    spec = load_study_file(study_file(pruner={"type": "median", "n_warmup_steps": 30}))
+    assert sorted(pruning_marks(spec, progress_steps(100).values())) == [30, 40, 50, 60, 70,
+                                                                         80, 90]
+    # Short runs report once per epoch: every epoch past the warm-up is still checked.
+    assert sorted(pruning_marks(spec, progress_steps(7).values())) == [40, 55, 70, 85]
+    assert pruning_marks(dataclasses.replace(spec, pruner={"type": "none"}),
+                         progress_steps(100).values()) == frozenset()
+
+
+def test_user_attrs_are_written_in_one_transaction(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}", create=True, heartbeat=False)
+    study = optuna.create_study(study_name="a", storage=storage)
+    trial = study.ask()
+    calls: list[str] = []
+
+    def call(fn: Callable[[], Any], what: str) -> Any:
+        calls.append(what)
+        return fn()
+
+    attrs = {"seeds": [1, 2], "host": "h", "curve": [0.5] * 100, "n": 3}
+    set_user_attrs(trial, attrs, call, "record")
+    set_user_attrs(trial, {"n": 4}, call, "record")  # an existing key is updated
+    assert calls == ["record", "record"]
+    assert storage.get_trial(trial._trial_id).user_attrs == {**attrs, "n": 4}
+    assert trial.user_attrs == {**attrs, "n": 4}
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):  # finished trials refuse writes, as set_user_attr does
+        set_user_attrs(trial, {"late": 1}, call, "record")
