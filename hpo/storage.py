@@ -107,6 +107,11 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     new attempt starts without the failed attempt's user attrs: Optuna copies them, so a retry
     that later completes would still carry the old fail_reason, seeds, host and pid."""
 
+    def __init__(self, max_retry: int | None = None) -> None:
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8; it works
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(max_retry=max_retry)
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         attempt = copy.deepcopy(trial)  # the parent mutates system_attrs' retry_history list
         attempt.user_attrs = {RETRY_OF_ATTR: trial.number}

@@ -202,27 +202,49 @@ def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
         with STOP.trial():
             outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
     except KeyboardInterrupt:
-        _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued")
-        frozen = retry(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
-        retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
+        if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued"):
+            frozen = retry(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
+            retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
         raise
     except STORAGE_ERRORS:
         raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _declared_dead(trial)
+        return TrialState.FAIL
     except Exception as e:  # a bug or a bad configuration: record it, keep the worker alive
         log.exception("trial %d failed", trial.number)
         _fail(study, trial, f"{type(e).__name__}: {e}")
         return TrialState.FAIL
     state = outcome.state
-    retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE else None,
-                             state=state, skip_if_finished=True), "record the trial's result")
+    told = retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE
+                                    else None, state=state, skip_if_finished=True),
+                 "record the trial's result")
+    if told.state != state:
+        _declared_dead(trial)
+        return TrialState.FAIL
     log.info("trial %d %s %s", trial.number, state.name.lower(), outcome.summary)
     return state
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    retry(lambda: trial.set_user_attr("fail_reason", reason[:500]), "record the failure")
+def _declared_dead(trial: optuna.Trial) -> None:
+    # This worker went without heartbeats for longer than the grace period (a starved CPU, a
+    # long database outage): another worker failed the trial and re-queued its params, and
+    # that copy counts. Saying so beats a traceback, or a "complete" that storage never saw.
+    log.warning("trial %d was declared dead by another worker (no heartbeat within the grace "
+                "period) and its parameters re-queued; this attempt's result is dropped",
+                trial.number)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> bool:
+    """Fails the trial with its reason; False if it had already finished (declared dead by
+    another worker, which then also re-queued it)."""
+    try:
+        retry(lambda: trial.set_user_attr("fail_reason", reason[:500]), "record the failure")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
     retry(lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
           "mark the trial failed")
+    return True
 
 
 def requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:

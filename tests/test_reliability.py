@@ -46,6 +46,7 @@ from searchprocs import (
 )
 from typer.testing import CliRunner
 
+import hpo.objective
 import hpo.storage
 import hpo.worker
 from hpo.cli import app
@@ -477,3 +478,45 @@ def test_points_study_with_smaller_budget_finishes(
     assert summary.completed == 2
     trials = read_trials(storage_url, study.study_name)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.WAITING] * 2
+
+
+@pytest.mark.parametrize("when", ["mid-training", "at tell"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_declared_dead_drops_its_attempt_and_goes_on(
+        when: str, backend: str, study_file: Callable[..., Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker starved of CPU (or cut off from the database) beyond the grace period is
+    declared dead by another, which fails and re-queues its trial. When it wakes up it must
+    neither crash nor claim a result that storage refused: it drops the attempt, says why, and
+    goes on; the re-queued copy runs and the study still ends with exactly its budget."""
+    storage_url = backend_url(backend, tmp_path)
+    path = study_file(trials=3)
+    study = create(path, storage_url)
+    other = open_storage(storage_url)
+    real = hpo.objective.run_trial
+    victims: list[int] = []
+
+    def starved(spec: Any, trial: optuna.Trial, **kw: Any) -> Any:
+        if victims:
+            return real(spec, trial, **kw)
+        victims.append(trial.number)
+        for param in spec.space:  # it got as far as choosing its params
+            hpo.objective.suggest(trial, param)
+        age_heartbeat(storage_url, trial._trial_id, 3600)
+        watcher, _ = load(study.study_name, other)
+        assert [n for n, _ in fail_stale(watcher, other).failed] == [trial.number]
+        if when == "at tell":
+            return hpo.objective.Outcome(TrialState.COMPLETE, [99.0], "never recorded")
+        return real(spec, trial, **kw)  # its first set_user_attr is refused
+
+    monkeypatch.setattr(hpo.objective, "run_trial", starved)
+    with caplog.at_level("WARNING", logger="hpo.worker"):
+        summary = hpo.worker.run_worker(storage_url, study.study_name, poll=0.1)
+    assert (summary.completed, summary.failed) == (3, 1)
+    assert f"trial {victims[0]} was declared dead by another worker" in caplog.text
+    trials = read_trials(storage_url, study.study_name)
+    assert trials[victims[0]].state == TrialState.FAIL
+    assert 99.0 not in [v for t in trials for v in (t.values or [])]
+    (retry,) = successors(trials, victims[0])
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[victims[0]].params
+    assert finished(trials) == 3
