@@ -84,6 +84,7 @@ def fail_stale_cmd(
         typer.echo(f"not re-queued (out of retries, HPO_MAX_RETRY): "
                    f"{', '.join(map(str, r.not_requeued))}")
     if r.unjudged:
-        typer.echo(f"left alone (no heartbeat, not run on this host or no pid recorded): "
+        typer.echo(f"left alone (no heartbeat to judge by; their worker is alive, on another "
+                   f"host, or unknown): "
                    f"{', '.join(map(str, r.unjudged))}")
 
