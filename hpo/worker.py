@@ -155,7 +155,9 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
     storage = open_storage(url)
     study, spec = load(study_name, storage)
     n_existing = len(study.get_trials(deepcopy=False))
-    index = worker_index if worker_index is not None else os.getpid()
+    # In containers every worker is PID 1: the host name (container id, pod name) tells them apart.
+    index = worker_index if worker_index is not None else int.from_bytes(
+        f"{socket.gethostname()}:{os.getpid()}".encode(), "big")
     study.sampler = make_sampler(spec, worker_seed(spec, index, n_existing))
     study.pruner = make_pruner(spec)
     me = f"{socket.gethostname()}:{os.getpid()}"
