@@ -2,12 +2,12 @@
 understand and replay it. The training loop itself (hpo.train) knows nothing of Optuna.
 
 Pruning compares trials at equal *progress* through their own cosine schedule: a trial reports at
-steps 5, 10, ..., 100 (percent of its epochs). Comparing at equal epoch numbers would prune every
+steps 10, 20, ..., 100 (percent of its epochs). Comparing at equal epoch numbers would prune every
 long run, because mid-schedule its learning rate is still high while a short run has converged.
 
-Storage traffic is kept to what a decision needs (bench/storage.py measures it): the pruner is
-asked every PRUNE_EVERY percent, only where it can answer yes, and user attrs are written in one
-transaction per phase of the trial.
+Storage traffic is kept to what a decision needs, so that a 100-epoch trial spends under 2 % of
+its time on it (bench/storage.py measures it): ten reports, the pruner asked only where it can
+answer yes, and user attrs written in one transaction per phase of the trial.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from hpo.data import DataConfig, Split, make_split
 from hpo.studyfile import Param, StudySpec
 from hpo.train import EpochReport, TrainResult, resolve_device, train
 
-REPORT_EVERY = 5  # percent of the schedule between two reports (intermediate values)
-# Percent between two pruning checks. A check reads the study's new and unfinished trials (about
-# 6 ms of CPU on SQLite, more as studies grow); asked at every report, the checks were the largest
-# part of a 100-epoch trial's coordination overhead. A trial pruned at most 5 % of its schedule
-# later costs little; reports stay at 5 % so every trial still has every mark to compare against.
-PRUNE_EVERY = 10
+# Percent of the schedule between two reports (and pruning checks). A report is a write and a
+# check a read of the study's new and unfinished trials (2 and 6 ms of CPU on SQLite); at every
+# 5 % they were the largest part of a 100-epoch trial's coordination overhead. Every 10 % a trial
+# is pruned at most 5 % of its schedule later than it could have been; studies begun with 5 %
+# reports still compare, their marks include these. `val_curve` keeps every epoch's score.
+REPORT_EVERY = 10
 
 
 @dataclass
@@ -59,7 +59,8 @@ def suggest(trial: optuna.Trial, p: Param) -> Any:
 
 
 def progress_steps(epochs: int) -> dict[int, int]:
-    """Maps the epoch at which each 5 % progress mark is first reached to the mark(s)."""
+    """Maps the epoch at which each REPORT_EVERY % progress mark is first reached to the mark
+    (the last one, when a short run reaches several in one epoch)."""
     marks: dict[int, int] = {}
     for pct in range(REPORT_EVERY, 101, REPORT_EVERY):
         marks[math.ceil(pct * epochs / 100)] = pct  # short runs: one report per epoch
@@ -67,8 +68,7 @@ def progress_steps(epochs: int) -> dict[int, int]:
 
 
 def pruning_marks(spec: StudySpec, reported: Iterable[int]) -> frozenset[int]:
-    """The reported marks (percent) at which the pruner is asked: the first one in each
-    PRUNE_EVERY band, so short runs (one report per epoch) are still checked every epoch.
+    """The reported marks (percent) at which the pruner is asked.
 
     None without a pruner (NopPruner always answers no); none below the warm-up of the median and
     percentile pruners (Optuna answers no there without looking further); none at 100 %, where
@@ -78,11 +78,7 @@ def pruning_marks(spec: StudySpec, reported: Iterable[int]) -> frozenset[int]:
     if kind == "none" or len(spec.metrics) > 1:
         return frozenset()
     warmup = int(spec.pruner.get("n_warmup_steps", 0)) if kind in ("median", "percentile") else 0
-    asked: list[int] = []
-    for pct in sorted(reported):
-        if warmup <= pct < 100 and (not asked or pct // PRUNE_EVERY != asked[-1] // PRUNE_EVERY):
-            asked.append(pct)
-    return frozenset(asked)
+    return frozenset(p for p in reported if warmup <= p < 100)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any], call: Callable[..., Any],

@@ -119,13 +119,14 @@ def test_hpo_best_and_studies_do_not_import_torch(tmp_path: Path,
     assert r.returncode != 0 and "no study named 'nope'" in r.stderr
 
 
-def test_pruner_is_asked_every_ten_percent_from_its_warm_up(
+def test_pruner_is_asked_from_its_warm_up_until_the_last_report(
         study_file: Callable[..., Path]) -> None:
     spec = load_study_file(study_file(pruner={"type": "median", "n_warmup_steps": 30}))
+    assert sorted(progress_steps(100).values()) == list(range(10, 101, 10))
     assert sorted(pruning_marks(spec, progress_steps(100).values())) == [30, 40, 50, 60, 70,
                                                                          80, 90]
-    # Short runs report once per epoch: every epoch past the warm-up is still checked.
-    assert sorted(pruning_marks(spec, progress_steps(7).values())) == [40, 55, 70, 85]
+    # Short runs report once per epoch (the last mark reached): each one past the warm-up counts.
+    assert sorted(pruning_marks(spec, progress_steps(7).values())) == [40, 50, 70, 80]
     assert pruning_marks(dataclasses.replace(spec, pruner={"type": "none"}),
                          progress_steps(100).values()) == frozenset()
 
