@@ -78,6 +78,7 @@ def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | N
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     rdb = _rdb(storage)
     counts = _state_counts(rdb) if rdb is not None else None
+    extremes = _value_extremes(rdb) if rdb is not None else None
     out = []
     for s in storage.get_all_studies():
         n = {state: 0 for state in TrialState}
@@ -88,8 +89,12 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
                 n[t.state] += 1
         best = None
         if len(s.directions) == 1 and n[TrialState.COMPLETE]:
-            with contextlib.suppress(ValueError):
-                best = storage.get_best_trial(s._study_id).value  # loads that one trial only
+            if extremes is not None:
+                lo, hi = extremes.get(s._study_id, (None, None))
+                best = hi if s.directions[0] == StudyDirection.MAXIMIZE else lo
+            else:
+                with contextlib.suppress(ValueError):
+                    best = storage.get_best_trial(s._study_id).value
         out.append({
             "name": s.study_name,
             "directions": [d.name.lower() for d in s.directions],
@@ -113,6 +118,29 @@ def _state_counts(rdb: optuna.storages.RDBStorage) -> dict[int, dict[TrialState,
                 sa.select(T.study_id, T.state, sa.func.count()).group_by(T.study_id, T.state)):
             out.setdefault(study_id, {})[state] = n
     return out
+
+
+def _value_extremes(rdb: optuna.storages.RDBStorage
+                    ) -> dict[int, tuple[float | None, float | None]]:
+    """(lowest, highest) first-objective value of each study's complete trials, in one query;
+    infinities (stored as NULL values with a type) included."""
+    from optuna.storages._rdb.models import TrialModel as T
+    from optuna.storages._rdb.models import TrialValueModel as V
+
+    kind = V.TrialValueType
+    found: dict[int, list[float]] = {}
+    query = (sa.select(T.study_id, V.value_type, sa.func.min(V.value), sa.func.max(V.value))
+             .join(V, V.trial_id == T.trial_id)
+             .where(T.state == TrialState.COMPLETE, V.objective == 0)
+             .group_by(T.study_id, V.value_type))
+    with rdb.engine.connect() as con:
+        for study_id, vtype, lo, hi in con.execute(query):
+            if vtype == kind.INF_POS:
+                lo = hi = math.inf
+            elif vtype == kind.INF_NEG:
+                lo = hi = -math.inf
+            found.setdefault(study_id, []).extend([lo, hi])
+    return {sid: (min(v), max(v)) for sid, v in found.items()}
 
 
 def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:

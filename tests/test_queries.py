@@ -79,7 +79,8 @@ def test_pareto_mask_keeps_ties_and_drops_dominated() -> None:
     assert q.pareto_mask(np.array([[1.0, 2.0], [1.0, 2.0]])).tolist() == [True, True]
 
 
-def test_studies_counts_match_a_full_load(storage_url: str) -> None:
+def test_studies_counts_match_a_full_load(storage_url: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     storage = open_storage(storage_url, create=True, heartbeat=False)
     name = f"q-studies-{np.random.default_rng().integers(1 << 40):x}"
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
@@ -88,14 +89,23 @@ def test_studies_counts_match_a_full_load(storage_url: str) -> None:
                           (TrialState.PRUNED, None), (TrialState.FAIL, None),
                           (TrialState.WAITING, None)]:
         add(study, state, values)
+    lowest = f"{name}-min"
+    other = optuna.create_study(study_name=lowest, storage=storage, direction="minimize")
+    for v in (4.0, -math.inf, 2.0):
+        add(other, TrialState.COMPLETE, [v])
     try:
-        row = next(r for r in q.studies(storage) if r["name"] == name)
+        rows = {r["name"]: r for r in q.studies(storage) if r["name"] in (name, lowest)}
+        assert rows[lowest]["best_value"] == -math.inf
+        monkeypatch.setattr(q, "_rdb", lambda storage: None)  # the load-everything path
+        assert rows == {r["name"]: r for r in q.studies(storage) if r["name"] in rows}
+        row = rows[name]
         assert {k: row[k] for k in ("finished", "complete", "pruned", "running", "waiting",
                                     "failed", "best_value")} == {
             "finished": 3, "complete": 2, "pruned": 1, "running": 1, "waiting": 1,
             "failed": 1, "best_value": 5.0}
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+        optuna.delete_study(study_name=lowest, storage=storage)
 
 
 def test_hpo_best_and_studies_do_not_import_torch(tmp_path: Path,
