@@ -25,7 +25,8 @@ from hpo.study import create_study, load
 from hpo.studyfile import load_study_file
 
 runner = CliRunner()
-FAST_HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "1", "HPO_GRACE_PERIOD": "5"}
+# Short enough for a test, long enough that a CPU-starved worker is not declared dead.
+FAST_HEARTBEAT = {"HPO_HEARTBEAT_INTERVAL": "2", "HPO_GRACE_PERIOD": "30"}
 
 
 def cli(*args: str) -> tuple[int, str, str]:
