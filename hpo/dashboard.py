@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import signal
 import socket
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -99,7 +101,12 @@ def bind(app: Any, host: str, port: int) -> WSGIServer:
 
 
 def serve(server: WSGIServer, on_stop: Callable[[], None] | None = None) -> None:
-    """Serves until Ctrl-C, then closes the socket."""
+    """Serves until Ctrl-C (or SIGTERM, as from `docker stop`), then closes the socket."""
+    if threading.current_thread() is threading.main_thread():
+        # Set explicitly: a process started in the background by a non-interactive shell (CI,
+        # nohup, some supervisors) inherits SIGINT as *ignored*, and Python then never raises.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

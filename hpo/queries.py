@@ -85,8 +85,11 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         if counts is not None:
             n.update(counts.get(s._study_id, {}))
         else:
-            for t in storage.get_all_trials(s._study_id, deepcopy=False):
-                n[t.state] += 1
+            try:
+                for t in storage.get_all_trials(s._study_id, deepcopy=False):
+                    n[t.state] += 1
+            except KeyError:
+                continue  # deleted by someone else while we were listing: not a study any more
         best = None
         if len(s.directions) == 1 and n[TrialState.COMPLETE]:
             if extremes is not None:
