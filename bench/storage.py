@@ -11,28 +11,34 @@ Four sections, every one through hpo's own code paths (hpo.worker.run_worker, th
   The rate is measured in the steady state, while every worker is running trials: from the moment
   the last worker finished its first trial to the moment the first worker finished its last one.
   Worker start-up (importing torch, loading every existing trial into Optuna's cache) is reported
-  on its own line.
-* queries: wall and CPU seconds of `hpo best` (top 1 and top 5) and `hpo studies` at 1,000 and
-  10,000 trials, run in-process through typer's CliRunner (imports warm, the storage opened fresh
-  by the command as always) and as a fresh `python -m hpo` subprocess (what a user waits for).
-  The same commands with the query functions of hpo before issue 7 (`legacy`, kept below) give
-  the before/after in one run.
-* overhead: what our worker does around training, per trial, with training replaced by an instant
-  stand-in that still calls the per-epoch callback 100 times (so every report, pruning check and
-  user attr is written as in a real trial), in studies of 0, 1,000 and 10,000 trials on SQLite:
-  milliseconds per trial by kind of storage call (claim = budget lock + count + TPE sampling;
-  reports; pruning checks; user attrs; tell; heartbeats), for the current objective and for the
-  reporting of hpo before issue 7 (`legacy`).
-* real: real trials (hidden 40, shift 10, 100 epochs, the protocol's 200/50 curves) through
+  on its own.
+* queries: wall and CPU seconds of `hpo best` (top 1 and top 5), `hpo studies` and `hpo --help`
+  (the start-up floor) at 1,000 and 10,000 trials, run in-process through typer's CliRunner
+  (imports warm, the storage opened by the command as always) and as a fresh interpreter (what a
+  user waits for). The same commands with the query code of hpo before issue 7 (`legacy`, kept
+  below) give the before/after in one run.
+* overhead: what a worker does around training, per trial, with training replaced by an instant
+  stand-in that still calls the per-epoch callback every epoch (so every report, pruning check
+  and user attr is written as in a real trial), in studies of 0, 1,000 and 10,000 trials on
+  SQLite: milliseconds per trial by kind of storage call.
+* real: three real trials (hidden 40, shift 10, 100 epochs, the protocol's 200/50 curves) through
   run_worker on SQLite, in a study with 50 earlier trials so that TPE and the median pruner do
   their real work: trial wall time, pure training time, and the share of the worker's cycle spent
-  on sampling, storage writes and reports (target: at most 2 %).
+  on sampling, storage writes and reports (target: at most 2 %). With both overhead and real, a
+  last table projects that share to studies of 1,000 and 10,000 trials.
+
+overhead and real run three variants: `legacy` (the objective's reporting before issue 7: a
+report and a pruning check every 5 %, a transaction per user attr), `current`, and `current,
+synchronous=NORMAL` (SQLite told to sync its file at checkpoints rather than at every commit: a
+proposal for hpo.storage, measured here). Every call is timed in wall seconds and in CPU seconds
+of the calling thread; on SQLite the database work runs in that thread, and on a shared machine
+CPU seconds stay close to what an idle core would take where wall seconds do not.
 
 Existing trials are written in bulk into Optuna's own tables (its SQLAlchemy models) because
 creating 10,000 trials through the API one by one takes minutes; they look like real trials
-(params, value, 20 intermediate values, the user attrs run_trial writes, 100-400-point curves) and
+(params, value, intermediate values, the user attrs run_trial writes, 20-400-point curves) and
 read back through Optuna like any other. The machine may be shared: `uptime`'s load averages are
-recorded with every section, and only ratios measured within one run should be compared.
+recorded with every row, and only ratios measured within one run should be compared.
 PostgreSQL studies get unique names and are deleted afterwards.
 """
 
@@ -43,6 +49,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -215,6 +222,10 @@ CATEGORIES = {
 }
 
 
+# Optuna 5 runs TPE's multivariate sampling lazily, at a trial's first suggest, not in ask.
+SAMPLING = "sampling (suggest)"
+
+
 class Clock:
     """Wall and CPU seconds spent per kind of call, in this process (thread-safe: heartbeats).
     CPU is the calling thread's: on SQLite the database work runs in it, and on a shared machine
@@ -271,7 +282,7 @@ def instrument() -> None:
         try:
             return suggest(trial, p)
         finally:
-            CLOCK.add("suggest", time.perf_counter() - start, time.thread_time() - cpu)
+            CLOCK.add(SAMPLING, time.perf_counter() - start, time.thread_time() - cpu)
 
     def timed_beat(self: Any, trial_id: int) -> None:
         start, cpu = time.perf_counter(), time.thread_time()
@@ -330,8 +341,6 @@ def legacy_run_trial(spec: Any, trial: optuna.Trial, *, threads: int, host: str,
                      call: Callable[..., Any]) -> Any:
     """hpo.objective.run_trial before issue 7 (commit d0664c2), verbatim but for module
     prefixes: a write per user attr, a report and a pruning check at every 5 % mark."""
-    import math
-
     import torch
 
     import hpo.objective as o
@@ -434,7 +443,13 @@ def worker_process(url: str, name: str, index: int, objective: str, legacy: bool
     use_legacy_reporting(legacy)
     use_objective(objective)
     start, cpu = time.time(), time.process_time()
-    summary = hpo.worker.run_worker(url, name, worker_index=index, poll=0.2)
+    try:
+        summary = hpo.worker.run_worker(url, name, worker_index=index, poll=0.2)
+    except BaseException:
+        import traceback
+
+        Path(out + ".err").write_text(traceback.format_exc())
+        raise
     Path(out).write_text(json.dumps({
         "start": start, "tells": CLOCK.tells, "seconds": dict(CLOCK.seconds),
         "cpu": dict(CLOCK.cpu), "process_cpu": time.process_time() - cpu,
@@ -455,7 +470,9 @@ def run_workers(url: str, name: str, procs: int, objective: str, legacy: bool = 
             p.join()
         bad = [p.exitcode for p in ps if p.exitcode != 0]
         if bad:
-            raise RuntimeError(f"worker exit codes {bad}")
+            errs = [Path(o + ".err").read_text()[-1500:] for o in outs
+                    if Path(o + ".err").exists()]
+            raise RuntimeError(f"worker exit codes {bad}: {errs[:1]}")
         return [json.loads(Path(o).read_text()) for o in outs]
 
 
@@ -489,6 +506,9 @@ def section_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
                     try:
                         prefill(url, sid, size)
                         r = steady_rate(run_workers(url, name, procs, "noop"))
+                    except RuntimeError as e:  # keep the other rows; say what went wrong
+                        log(f"  failed: {e}")
+                        r = {"rate": math.nan, "error": str(e)[:2000]}
                     finally:
                         if backend != "sqlite":
                             delete_study(url, name)
@@ -496,7 +516,7 @@ def section_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
                              **{k: round(v, 3) if isinstance(v, float) else v
                                 for k, v in r.items()},
                              "load_before": load_before, "load_after": load_avg()})
-                log(f"  {rows[-1]['rate']:.2f} trials/s (start-up {r['startup_s']:.1f} s)")
+                log(f"  {rows[-1]}")
     print_table("Throughput, no-op objective (trials/s in the steady state)", rows,
                 ["backend", "trials_before", "processes", "rate", "steady_trials", "startup_s",
                  "load_before"])
@@ -662,9 +682,9 @@ def per_trial_ms(by_kind: dict[str, float], trials: int) -> dict[str, float]:
     return {k: round(1000 * v / trials, 2) for k, v in sorted(by_kind.items())}
 
 
-COORDINATION = ("fail-stale check", "claim (lock, count, ask)", "suggest", "user attrs",
+COORDINATION = ("fail-stale check", "claim (lock, count, ask)", SAMPLING, "user attrs",
                 "reports", "pruning checks", "tell", "heartbeats")
-KINDS = ("fail-stale check", "claim (lock, count, ask)", "suggest", "reports", "pruning checks",
+KINDS = ("fail-stale check", "claim (lock, count, ask)", SAMPLING, "reports", "pruning checks",
          "user attrs", "tell", "heartbeats")
 
 
@@ -778,6 +798,27 @@ def print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None
     sys.stdout.flush()
 
 
+def project(overhead: list[dict[str, Any]], real: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The share a real trial would spend on coordination in a study of each size: the
+    coordination CPU per trial measured with the instant stand-in at that size, against the
+    real trial's CPU seconds outside coordination (same code variant, same run)."""
+    rows = []
+    for o in overhead:
+        r = next((r for r in real if r["code"] == o["code"]), None)
+        if r is None:
+            continue
+        rest = r["process_cpu_s"] - r["coordination_cpu_s"]
+        coord = o["coordination_cpu_ms"] / 1000
+        rows.append({"trials_before": o["trials_before"], "code": o["code"],
+                     "coordination_cpu_ms": o["coordination_cpu_ms"],
+                     "real_trial_cpu_s": round(rest + coord, 3),
+                     "projected_share_pct": round(100 * coord / (rest + coord), 2)})
+    print_table("Projected coordination share of a real 100-epoch trial by study size (CPU)",
+                rows, ["trials_before", "code", "coordination_cpu_ms", "real_trial_cpu_s",
+                       "projected_share_pct"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -810,6 +851,8 @@ def main() -> None:
                            "cores": os.cpu_count(), "load_start": load_avg()}
     for section in args.sections:
         out[section] = globals()[f"section_{section}"](args)
+    if out.get("overhead") and out.get("real"):
+        out["projection"] = project(out["overhead"], out["real"])
     out["load_end"] = load_avg()
     print(f"\nload averages (1, 5, 15 min): start {out['load_start']}, end {out['load_end']}; "
           f"{out['cores']} cores, {out['cpu']}")
