@@ -415,6 +415,23 @@ def legacy_run_trial(spec: Any, trial: optuna.Trial, *, threads: int, host: str,
                      f"{mean:.2f} % {params} ({seconds:.1f} s per seed)")
 
 
+def sample_before_enqueued_params() -> None:
+    """Real trials run enqueued (fixed) parameters, for which Optuna skips TPE's multivariate
+    sampling; a searched trial pays it at its first suggest. Pay it here, timed as sampling, so
+    that the real trials cost what searched ones do (the sampled values are not used)."""
+    import hpo.objective
+
+    run = hpo.objective.run_trial
+
+    def sampled_then_run(spec: Any, trial: optuna.Trial, **kw: Any) -> Any:
+        start, cpu = time.perf_counter(), time.thread_time()
+        _ = trial.relative_params
+        CLOCK.add(SAMPLING, time.perf_counter() - start, time.thread_time() - cpu)
+        return run(spec, trial, **kw)
+
+    hpo.objective.run_trial = sampled_then_run
+
+
 def use_legacy_reporting(legacy: bool) -> None:
     """Puts back the objective's reporting as it was before issue 7 (or the current one)."""
     import hpo.objective
@@ -442,6 +459,8 @@ def worker_process(url: str, name: str, index: int, objective: str, legacy: bool
     instrument()
     use_legacy_reporting(legacy)
     use_objective(objective)
+    if objective == "real":
+        sample_before_enqueued_params()
     start, cpu = time.time(), time.process_time()
     try:
         summary = hpo.worker.run_worker(url, name, worker_index=index, poll=0.2)
@@ -621,6 +640,8 @@ def section_queries(args: argparse.Namespace) -> list[dict[str, Any]]:
                 name, sid = new_study(url, "q", size)
                 try:
                     prefill(url, sid, size)
+                    # `hpo studies` lists every study: a shared server holds others too.
+                    n_studies = len(optuna.get_all_study_names(storage=url))
                     commands = {"best": ["best", name, "--storage", url],
                                 "best --top 5 --json": ["best", name, "--top", "5", "--json",
                                                         "--storage", url],
@@ -638,6 +659,7 @@ def section_queries(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 outputs[(legacy, how)] = ts[-1][2]
                                 rows.append({
                                     "backend": backend, "trials": size, "command": f"hpo {label}",
+                                    "studies_in_storage": n_studies,
                                     "code": "legacy" if legacy else "current", "how": how,
                                     "wall_s": round(statistics.median(t[0] for t in ts), 3),
                                     "cpu_s": round(statistics.median(t[1] for t in ts), 3),
@@ -651,10 +673,48 @@ def section_queries(args: argparse.Namespace) -> list[dict[str, Any]]:
                 finally:
                     if backend != "sqlite":
                         delete_study(url, name)
+    if args.json is not None:
+        plot_queries(rows, args.json.with_suffix(".png"))
     print_table("`hpo best` / `hpo studies` latency", rows,
                 ["backend", "trials", "command", "code", "how", "wall_s", "cpu_s",
                  "load_before"])
     return rows
+
+
+def plot_queries(rows: list[dict[str, Any]], path: Path) -> None:
+    """Wall seconds of each command in a fresh interpreter, before and after, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = [r for r in rows if r["how"] == "subprocess" and r["command"] != "hpo --help"]
+    groups = list(dict.fromkeys((r["backend"], r["trials"], r["command"]) for r in sub))
+    floor = {(r["backend"], r["trials"]): r["wall_s"] for r in rows
+             if r["how"] == "subprocess" and r["command"] == "hpo --help"
+             and r["code"] == "current"}
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for j, code in enumerate(("legacy", "current")):
+        ys = [next((r["wall_s"] for r in sub if (r["backend"], r["trials"], r["command"]) == g
+                    and r["code"] == code), np.nan) for g in groups]
+        ax.bar(np.arange(len(groups)) + (j - 0.5) * 0.4, ys, width=0.4,
+               label="before issue 7" if code == "legacy" else "now",
+               color="tab:gray" if code == "legacy" else "tab:blue")
+    for i, g in enumerate(groups):
+        if (g[0], g[1]) in floor:
+            ax.hlines(floor[(g[0], g[1])], i - 0.4, i + 0.4, color="black", linewidth=1)
+    ax.axhline(TARGET_BEST_S, color="tab:red", linestyle=":", label="1 s")
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(groups)),
+                  [f"{c.removeprefix('hpo ').replace(' --json', '')}\n"
+                   f"{'SQLite' if b == 'sqlite' else 'PG'} {t // 1000}k" for b, t, c in groups],
+                  fontsize=8)
+    ax.set_ylabel("wall seconds, fresh process")
+    ax.set_title("hpo best / hpo studies, before and after (black line: `hpo --help` start-up)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # --- sections: overhead (instant training) and real trials ---------------------------------------
