@@ -15,6 +15,7 @@ import optuna
 from hpo.errors import HpoError
 from hpo.objective import cached_split
 from hpo.queries import best_trials
+from hpo.study import trial_seed
 from hpo.studyfile import StudySpec
 from hpo.train import evaluate, train
 
@@ -47,8 +48,6 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
 def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
                  workers: int | None = None, threads: int = 1) -> list[dict[str, Any]]:
     """Retrains each of the top trials `seeds` times (its own seeds first) and scores on test."""
-    from hpo.study import trial_seed
-
     trials = best_trials(study, top)
     if not trials:
         raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from hpo import objective
 from hpo.errors import HpoError
 from hpo.storage import MAX_RETRY, RetryStaleTrial, open_storage
-from hpo.study import counts, load, make_pruner, make_sampler, worker_seed
+from hpo.study import budget_lock, counts, load, make_pruner, make_sampler, worker_seed
 
 log = logging.getLogger("hpo.worker")
 T = TypeVar("T")
@@ -190,8 +190,6 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
 
 
 def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.Trial | None:
-    from hpo.study import budget_lock
-
     with budget_lock(storage, study.study_name):
         if not counts(study).may_ask:
             return None
