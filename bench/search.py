@@ -19,7 +19,8 @@ The score to reach is the best validation score random search found within the b
 over its seeds. For each method and seed the script prints the epochs needed to first reach it
 (`-` if never), and the median over seeds; the target is TPE with pruning at most a third of
 random search's median. It writes every trial to bench/results/search[-quick|-full].json and plots
-the best-so-far score against cumulative epochs (median over seeds) to the matching .png.
+the best-so-far score against cumulative epochs (median over seeds) to the matching .png. Each
+finished search is also kept in bench/results/search-runs/, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -96,9 +97,24 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def cache_path(method: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where one finished search is kept, keyed by everything that shapes it, so that an
+    interrupted benchmark resumes instead of starting over (--fresh ignores the cache)."""
+    key = (f"{method}-s{seed}-b{args.budget}-e{args.epochs_low}-{args.epochs_high}-"
+           f"{args.epochs_step}-r{args.repeats}")
+    return RESULTS / "search-runs" / f"{key}.json"
+
+
 def _run(job: tuple[str, int, argparse.Namespace]) -> dict[str, Any]:
     method, seed, args = job
+    cached = cache_path(method, seed, args)
+    if cached.exists() and not args.fresh:
+        r = json.loads(cached.read_text())
+        log(f"{method} seed {seed}: from {cached.relative_to(ROOT)}")
+        return r  # type: ignore[no-any-return]
     r = run_search(method, seed, args)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(r) + "\n")
     n_pruned = sum(t["state"] == "pruned" for t in r["trials"])
     best = max((t["value"] for t in r["trials"] if t["value"] is not None), default=math.nan)
     log(f"{method} seed {seed}: {len(r['trials'])} trials ({n_pruned} pruned), best "
@@ -129,7 +145,7 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
     finals = {m: [max([b for _, b in best_so_far(r["trials"], args.budget)], default=math.nan)
                   for r in runs if r["method"] == m] for m in METHODS}
     target = statistics.median(finals["random"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m in METHODS:
         mine = [r for r in runs if r["method"] == m]
         reach = [epochs_to_reach(r["trials"], target, args.budget) for r in mine]
@@ -245,6 +261,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1,
                     help="searches run in parallel, one torch thread each")
     ap.add_argument("--estimate", action="store_true", help="print the runtime estimate, stop")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rerun every search, ignoring bench/results/search-runs/")
     args = ap.parse_args()
     if args.quick:
         args.epochs_low, args.epochs_high, args.epochs_step = 5, 20, 5
