@@ -81,6 +81,11 @@ TARGET_BEST_S = 1.0  # `hpo best` at 10,000 trials
 REAL = {"hidden_size": 40, "shift": 10, "epochs": 100}
 
 
+# The current code paths, kept while a legacy (pre-change) variant is swapped in.
+_CURRENT_RUN_TRIAL: Any = None
+_CURRENT_QUERIES: Any = None
+
+
 def load_avg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -437,7 +442,7 @@ def use_legacy_reporting(legacy: bool) -> None:
     import hpo.objective
 
     global _CURRENT_RUN_TRIAL
-    if "_CURRENT_RUN_TRIAL" not in globals():
+    if _CURRENT_RUN_TRIAL is None:
         _CURRENT_RUN_TRIAL = hpo.objective.run_trial
     hpo.objective.run_trial = legacy_run_trial if legacy else _CURRENT_RUN_TRIAL
 
@@ -591,7 +596,7 @@ def use_legacy_queries(legacy: bool) -> None:
     import hpo.queries
 
     global _CURRENT_QUERIES
-    if "_CURRENT_QUERIES" not in globals():
+    if _CURRENT_QUERIES is None:
         _CURRENT_QUERIES = (hpo.queries.best_trials, hpo.queries.studies, hpo.queries.open_study)
     (hpo.queries.best_trials, hpo.queries.studies,  # type: ignore[assignment]
      hpo.queries.open_study) = ((legacy_best_trials, legacy_studies, legacy_open_study)
