@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
@@ -98,10 +99,12 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
 
 
 def cache_path(method: str, seed: int, args: argparse.Namespace) -> Path:
-    """Where one finished search is kept, keyed by everything that shapes it, so that an
-    interrupted benchmark resumes instead of starting over (--fresh ignores the cache)."""
+    """Where one finished search is kept, keyed by everything that shapes it (the study file
+    too), so that an interrupted benchmark resumes instead of starting over (--fresh ignores
+    the cache)."""
+    study = hashlib.sha256((ROOT / "studies" / "noise_removal.toml").read_bytes()).hexdigest()
     key = (f"{method}-s{seed}-b{args.budget}-e{args.epochs_low}-{args.epochs_high}-"
-           f"{args.epochs_step}-r{args.repeats}")
+           f"{args.epochs_step}-r{args.repeats}-{study[:8]}")
     return RESULTS / "search-runs" / f"{key}.json"
 
 
