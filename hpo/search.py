@@ -112,10 +112,15 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
             signal.signal(s, handler)
     interrupted = signals.count > 0
     # A worker stopped by our own SIGINT before its handler was installed (still importing)
-    # dies of the signal itself; that is the interrupt working, not a worker error.
+    # dies of the signal itself; that is the interrupt working, not a worker error. Landing
+    # while the interpreter itself starts, it is a "Fatal Python error" ending in
+    # KeyboardInterrupt and exit code 1.
     stopped = {0, 130} | ({-signal.SIGINT, -signal.SIGKILL} if interrupted else set())
-    errors = [f"worker {i} exited with {p.returncode}: {_last_line(log)}"
-              for i, (p, log) in enumerate(procs) if p.returncode not in stopped]
+    errors = []
+    for i, (p, log) in enumerate(procs):
+        last = _last_line(log)
+        if p.returncode not in stopped and not (interrupted and last == "KeyboardInterrupt"):
+            errors.append(f"worker {i} exited with {p.returncode}: {last}")
     c = retry(lambda: counts(study), "count the trials")
     return SearchOutcome(c.finished, c.budget, interrupted, errors)
 
