@@ -55,15 +55,17 @@ def log(msg: str) -> None:
 
 
 def make_spec(method: str, seed: int, args: argparse.Namespace) -> Any:
-    from hpo.studyfile import Param, load_study_file
+    from hpo.spec import Param
+    from hpo.strategies import PrunerSpec, SamplerSpec
+    from hpo.studyfile import load_study_file
 
     spec = load_study_file(ROOT / "studies" / "noise_removal.toml")
     space = tuple(
         dataclasses.replace(p, low=args.epochs_low, high=args.epochs_high, step=args.epochs_step)
         if p.name == "epochs" else p for p in spec.space)
     assert isinstance(space[0], Param)
-    sampler = dict(spec.sampler) if method.startswith("tpe") else {"type": "random"}
-    pruner = dict(spec.pruner) if method == "tpe+pruning" else {"type": "none"}
+    sampler = spec.sampler if method.startswith("tpe") else SamplerSpec("random")
+    pruner = spec.pruner if method == "tpe+pruning" else PrunerSpec("none")
     return dataclasses.replace(spec, name=f"bench-search-{method}-{seed}", seed=seed,
                                repeats=args.repeats, space=space, sampler=sampler,
                                pruner=pruner)

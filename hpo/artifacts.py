@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,9 @@ import sqlalchemy as sa
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.data import DataConfig, Split, x_grid
+from hpo import env, optuna_api
 from hpo.errors import HpoError
 from hpo.storage import DEFAULT_DIR, parse, sqlite_path
-from hpo.train import TrainConfig, TrainResult, percent_removed, predict
 
 ENV = "HPO_ARTIFACTS"
 OFF = ("none", "off")
@@ -49,7 +46,7 @@ class ArtifactError(HpoError):
 
 def resolve_dir(flag: str | None, storage_url: str | None) -> Path | None:
     """The artifact directory for this storage (absolute), or None when uploads are off."""
-    value = flag or os.environ.get(ENV)
+    value = flag or env.artifacts()
     if value:
         return None if value.strip().lower() in OFF else Path(value).expanduser().resolve()
     db = sqlite_path(parse(storage_url)) if storage_url else None
@@ -77,62 +74,14 @@ def open_store(path: Path | None, *, create: bool, flag: str = "--artifacts") ->
 
 def storage_url_of(storage: optuna.storages.BaseStorage) -> str | None:
     """The database URL behind a (possibly cached) storage, password included: never print it."""
-    backend = getattr(storage, "_backend", storage)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        return str(backend.engine.url.render_as_string(hide_password=False))
-    return None
-
-
-def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig,
-                           data: DataConfig, val: Split, call: Callable[..., Any],
-                           store_dir: Path | None = None) -> dict[str, Any]:
-    """Scores the trial's model on the validation split and uploads its picture and model file.
-
-    Returns user attrs to record: `model_val_removed` (what the uploaded model file scores on the
-    validation curves, which `hpo export` + `hpo denoise` reproduce), the two artifact ids and
-    the seconds this took.
-    """
-    start = time.perf_counter()
-    denoised = predict(result.model, val.noisy)
-    score = percent_removed(val.clean, val.noisy, denoised)
-    attrs: dict[str, Any] = {"model_val_removed": round(score, 4)}
-    if store_dir is None:
-        store_dir = resolve_dir(None, storage_url_of(trial.storage))
-    if store_dir is None:
-        return attrs
-    store = open_store(store_dir, create=True, flag=ENV)
-    from hpo.modelfile import save_model
-    from hpo.plots import trial_png
-
-    stem = f"trial-{trial.number}"
-    title = (f"trial {trial.number}: {score:.2f} % of the noise removed (hidden "
-             f"{train_cfg.hidden_size}, shift {train_cfg.shift}, {train_cfg.epochs} epochs)")
-    with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
-        picture = Path(tmp) / f"{stem}{PICTURE_SUFFIX}"
-        picture.write_bytes(trial_png(x_grid(data), val.clean, val.noisy, denoised,
-                                      result.val_curve, result.loss_curve, title))
-        model = save_model(Path(tmp) / f"{stem}{MODEL_SUFFIX}", result.model, train_cfg, data,
-                           {"val_removed": score})
-        for key, path in (("artifact_picture", picture), ("artifact_model", model)):
-            attrs[key] = call(lambda p=path: _upload(store, store_dir, trial, p),
-                              f"upload {path.name}")
-    attrs["artifact_seconds"] = round(time.perf_counter() - start, 3)
-    return attrs
-
-
-def _upload(store: FileSystemArtifactStore, where: Path, trial: optuna.Trial, path: Path) -> str:
-    try:
-        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
-                                                study_or_trial=trial)
-    except OSError as e:
-        raise ArtifactError(f"artifact store {where}: cannot write {path.name} ({e.strerror}); "
-                            f"set {ENV} to a writable (shared) directory") from e
+    rdb = optuna_api.rdb_of(storage)
+    return None if rdb is None else str(rdb.engine.url.render_as_string(hide_password=False))
 
 
 def trial_artifacts(storage: optuna.storages.BaseStorage, trial: FrozenTrial
                     ) -> list[dict[str, Any]]:
     """The trial's live artifacts (Optuna's metadata dicts); removed ones are skipped."""
-    attrs = storage.get_trial_system_attrs(trial._trial_id)
+    attrs = storage.get_trial_system_attrs(optuna_api.trial_id(trial))
     metas = [json.loads(v) if isinstance(v, str) else v
              for k, v in attrs.items() if k.startswith(TRIAL_PREFIX)]
     return [m for m in metas if isinstance(m, dict) and "artifact_id" in m]
@@ -177,7 +126,7 @@ def export_model(study: optuna.Study, storage: optuna.storages.BaseStorage,
                             "retrain its parameters with `hpo train ... --save`")
     store = open_store(store_dir, create=False)
     artifact_id = models[-1]["artifact_id"]
-    src = Path(store._base_path) / artifact_id
+    src = optuna_api.artifact_dir(store) / artifact_id
     if not ARTIFACT_ID.match(artifact_id) or not src.is_file():
         raise ArtifactError(f"the model file of trial {trial.number} ({artifact_id}) is not in "
                             f"{store_dir}; pass --artifacts (or {ENV}) the directory the workers "
@@ -227,8 +176,7 @@ def _references(rdb: optuna.storages.RDBStorage, ids: set[str]
                 ) -> list[tuple[str, int, str, str]]:
     """Every live reference to `ids` in the whole database: (table, owner id, key, id). A study
     copied with optuna.copy_study shares its artifact ids with the original."""
-    from optuna.storages._rdb import models
-
+    models = optuna_api.models()
     ts = models.TrialSystemAttributeModel.__table__
     ss = models.StudySystemAttributeModel.__table__
     out: list[tuple[str, int, str, str]] = []
@@ -256,14 +204,13 @@ def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
     (they may be uploading), and trials that finish meanwhile are not in the snapshot; a trial
     outside the best K now can never enter it later, because new trials only raise the bar.
     """
-    from optuna.storages._rdb import models
-
     from hpo.queries import best_trials
 
+    models = optuna_api.models()
     store = open_store(store_dir, create=False)
-    base = Path(store._base_path)
+    base = optuna_api.artifact_dir(store)
     kept = [t.number for t in best_trials(study, keep_top)] if keep_top > 0 else []
-    cands = {t._trial_id: t.number for t in study.get_trials(deepcopy=False)
+    cands = {optuna_api.trial_id(t): t.number for t in study.get_trials(deepcopy=False)
              if t.state.is_finished() and t.number not in kept}
     refs = _references(rdb, _candidate_ids(rdb, study, set(cands)))
 
@@ -271,7 +218,7 @@ def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
         table, owner, key, _ = ref
         if table == "trial":
             return owner in cands
-        return owner == study._study_id and _dashboard_trial(key) in cands
+        return owner == optuna_api.study_id(study) and _dashboard_trial(key) in cands
 
     entries = [r for r in refs if ours(r)]
     shared = {r[3] for r in refs if not ours(r)}
@@ -327,7 +274,7 @@ def _candidate_ids(rdb: optuna.storages.RDBStorage, study: optuna.Study,
         for k, v in rdb.get_trial_system_attrs(tid).items():
             if k.startswith(TRIAL_PREFIX) and v not in (None, "null"):
                 ids.add(k[len(TRIAL_PREFIX):])
-    for k, v in rdb.get_study_system_attrs(study._study_id).items():
+    for k, v in rdb.get_study_system_attrs(optuna_api.study_id(study)).items():
         if _dashboard_trial(k) in trial_ids and v not in (None, "null"):
             ids.add(k.rsplit(":", 1)[-1])
     return {i for i in ids if ARTIFACT_ID.match(i)}

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from hpo import env
 from hpo.data import DataConfig, Split, make_split
-from hpo.train import percent_removed
+from hpo.metric import percent_removed
 
 # Orders above ~12 only add ill-conditioned fits at the curve ends (scipy warns); the best
 # filters on this data sit at orders 4-9 anyway.
@@ -115,8 +116,7 @@ def data_key(cfg: DataConfig) -> DataConfig:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "hpo" if base else Path.home() / ".cache" / "hpo"
+    return env.cache_dir()
 
 
 def _cache_file(cfg: DataConfig) -> Path:

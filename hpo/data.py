@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpo.config import check_fields
+
 SPLITS = ("train", "val", "test")
 
 
@@ -28,6 +30,17 @@ class DataConfig:
     amp_max: float = 2.0  # amplitude ~ U(0, amp_max)
     freq_min: float = 0.1  # frequency ~ U(freq_min, freq_max)
     freq_max: float = 1.0
+
+    # (lowest, highest, lowest allowed): sanity limits; memory is checked by hpo.resources.
+    RULES = {
+        "seed": (0, 2**63 - 1, True), "n_train": (0, 10**12, True), "n_val": (1, 10**12, True),
+        "n_test": (1, 10**12, True), "length": (2, 10**9, True), "x_max": (0.0, 1e12, False),
+        "noise_ratio": (0.0, 10.0, True), "max_sines": (1, 1000, True),
+        "amp_max": (0.0, 1e12, True), "freq_min": (0.0, 1e6, True), "freq_max": (0.0, 1e6, True),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.RULES)  # seeds >= 0: numpy's SeedSequence refuses negatives
 
     def count(self, split: str) -> int:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]

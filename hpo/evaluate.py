@@ -15,8 +15,8 @@ import optuna
 from hpo.errors import HpoError
 from hpo.objective import cached_split
 from hpo.queries import best_trials
+from hpo.spec import StudySpec
 from hpo.study import trial_seed
-from hpo.studyfile import StudySpec
 from hpo.train import evaluate, train
 
 EVAL_ATTR = "hpo:evaluation"
@@ -36,7 +36,8 @@ def run_job(job: Job) -> dict[str, float]:
     result = train(job.spec.train_config(job.params, job.seed, job.threads),
                    cached_split(data, "train"), cached_split(data, "val"))
     test = evaluate(result.model, cached_split(data, "test")) if result.status != "diverged" else 0
-    return {"val": result.val_removed, "test": test, "seconds": result.seconds}
+    return {"val": result.val_removed, "test": test, "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds}
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -67,7 +68,9 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
         test_m, test_s = mean_std([r["test"] for r in chunk])
         rows.append({"number": t.number, "params": t.params, "search_value": t.values[0],
                      "val_mean": val_m, "val_std": val_s, "test_mean": test_m, "test_std": test_s,
-                     "seeds": seeds, "seconds_per_seed": sum(r["seconds"] for r in chunk) / seeds})
+                     "seeds": seeds,
+                     "train_seconds": sum(r["seconds"] for r in chunk) / seeds,
+                     "cpu_seconds": sum(r["cpu_seconds"] for r in chunk) / seeds})
     study.set_user_attr(EVAL_ATTR, {str(r["number"]): r for r in rows})
     return rows
 
@@ -84,6 +87,10 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
     if not t.params or "seeds" not in t.user_attrs:
         raise HpoError(f"trial {number} of '{study.study_name}' never started training "
                        f"(state {t.state.name.lower()}); nothing to replay")
+    if t.state != optuna.trial.TrialState.COMPLETE or "val_removed_per_seed" not in t.user_attrs:
+        why = f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""
+        raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
+                       "it recorded no final score to compare with; replay a complete trial")
     vals = [run_job(Job(spec, number, t.params, int(s), threads))["val"]
             for s in t.user_attrs["seeds"]]
     recorded = t.user_attrs.get("val_removed_per_seed")

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import MAX_RETRY, RetryStaleTrial
+from hpo import env, optuna_api
+from hpo.storage import RetryStaleTrial
 from hpo.study import budget_lock, counts
 
 RETRY_HISTORY = "retry_history"  # Optuna's system attr on a retried trial: the numbers before it
@@ -123,47 +123,41 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _has_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
-    session = storage.scoped_session()
-    try:
-        return models.TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
-    finally:
-        session.close()
-
-
 def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage) -> StaleReport:
     """Fails the RUNNING trials whose worker is gone (see the module notes) and re-queues their
     params as the workers would, at most HPO_MAX_RETRY times per lineage."""
     report = StaleReport()
     grace = storage.grace_period
-    stale = set(storage._get_stale_trial_ids(study._study_id))
+    stale = set(optuna_api.stale_trial_ids(storage, optuna_api.study_id(study)))
     host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     report.running = len(running)
     dead: list[tuple[FrozenTrial, str]] = []
     for t in running:
-        if t._trial_id in stale:
+        if optuna_api.trial_id(t) in stale:
             dead.append((t, f"no heartbeat for more than {grace} s: its worker is gone "
                             "(`hpo fail-stale`)"))
-        elif not _has_heartbeat(storage, t._trial_id):
+        elif not optuna_api.has_heartbeat(storage, optuna_api.trial_id(t)):
             pid = t.user_attrs.get("pid")
             if t.user_attrs.get("host") == host and isinstance(pid, int) and not pid_alive(pid):
                 dead.append((t, f"its worker (pid {pid} on {host}) is gone (`hpo fail-stale`)"))
             else:
                 report.unjudged.append(t.number)
-    callback = storage.get_heartbeat_stale_trial_callback() or RetryStaleTrial(MAX_RETRY)
+    callback = (storage.get_heartbeat_stale_trial_callback()
+                or RetryStaleTrial(env.heartbeat_settings()[2]))
     failed: list[int] = []
-    st = study._storage  # writes through the study's cache, so its later reads see them
+    st = optuna_api.storage_of(study)  # through the study's cache, so its later reads see them
     for t, why in dead:
         try:
-            st.set_trial_user_attr(t._trial_id, "fail_reason", why)
-            if not st.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            tid = optuna_api.trial_id(t)
+            st.set_trial_user_attr(tid, "fail_reason", why)
+            if not st.set_trial_state_values(tid, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished (or a worker failed it) meanwhile: not ours to touch
         report.failed.append((t.number, why))
         failed.append(t.number)
-        callback(study, copy.deepcopy(st.get_trial(t._trial_id)))
+        callback(study, copy.deepcopy(st.get_trial(tid)))
     after = study.get_trials(deepcopy=False)
     for n in failed:
         new = _successor(after, n)

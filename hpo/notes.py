@@ -12,9 +12,9 @@ import optuna
 
 from hpo.baselines import Baseline, compute_baselines
 from hpo.data import DataConfig
-from hpo.studyfile import StudySpec
+from hpo.spec import METRIC_LABELS, StudySpec
 
-# shared/protocol.md: the report's table (validation split, one run each, lr 0.01, batch 10).
+# docs/protocol.md: the report's table (validation split, one run each, lr 0.01, batch 10).
 REPORT_TABLE: tuple[tuple[str, int, int, int, float], ...] = (
     ("initial", 40, 10, 100, 58.51),
     ("more epochs", 40, 10, 200, 59.45),
@@ -57,10 +57,16 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
     cfg = spec.data_config()
     bs = baselines if baselines is not None else compute_baselines(cfg)
     table = "\n".join(f"| {n} | {h} | {s} | {e} | {v:.2f} |" for n, h, s, e, v in REPORT_TABLE)
-    objective = " and ".join(spec.metrics)
+    objective = " and ".join(f"{spec.directions[i]} `{m}` ({METRIC_LABELS[m]})"
+                             for i, m in enumerate(spec.metrics))
     return f"""# {spec.name}
 
 {spec.description or "An hpo study of the LSTM noise-removal task."}
+
+- **Objective**: {objective}.
+- **Intermediate values**: the dashboard's "Step" axis is the **percent of each trial's own
+  schedule** (10, 20, ..., 100), not an epoch number: trials of different lengths compare at equal
+  progress. Each trial's epoch-by-epoch validation curve is in its picture and `val_curve`.
 
 **Score**: percent of noise removed, `100 * (1 - sum|clean - output| / sum|clean - noisy|)`
 (0 when negative), over every point of every validation curve; objective: {objective};

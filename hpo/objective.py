@@ -23,9 +23,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from hpo import optuna_api
 from hpo.data import DataConfig, Split, make_split
-from hpo.studyfile import Param, StudySpec
+from hpo.spec import Param, StudySpec
+from hpo.study import trial_seed
 from hpo.train import EpochReport, TrainResult, resolve_device, train
+from hpo.uploads import upload_trial_artifacts
 
 # Percent of the schedule between two reports (and pruning checks). A report is a write and a
 # check a read of the study's new and unfinished trials (2 and 6 ms of CPU on SQLite); at every
@@ -74,49 +77,27 @@ def pruning_marks(spec: StudySpec, reported: Iterable[int]) -> frozenset[int]:
     percentile pruners (Optuna answers no there without looking further); none at 100 %, where
     the training is over and pruning would only turn a finished result into a pruned one.
     """
-    kind = spec.pruner["type"]
-    if kind == "none" or len(spec.metrics) > 1:
+    if not spec.pruner.active or len(spec.metrics) > 1:
         return frozenset()
-    warmup = int(spec.pruner.get("n_warmup_steps", 0)) if kind in ("median", "percentile") else 0
-    return frozenset(p for p in reported if warmup <= p < 100)
+    return frozenset(p for p in reported if spec.pruner.warmup <= p < 100)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any], call: Callable[..., Any],
                    what: str) -> None:
-    """Writes the attrs in one transaction where the storage is Optuna's RDBStorage (one commit
-    instead of one per key, each a sync of the database file on SQLite); elsewhere one by one.
-    All or nothing, so `call` may safely retry it."""
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    session = getattr(backend, "scoped_session", None)
-    write = getattr(backend, "_set_trial_attr_without_commit", None)
-    if not isinstance(backend, optuna.storages.RDBStorage) or session is None or write is None:
-        for k, v in attrs.items():
-            call(lambda k=k, v=v: trial.set_user_attr(k, v), what)
-        return
-    from optuna.storages._rdb.models import TrialUserAttributeModel
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    def batch() -> None:
-        with _create_scoped_session(session, True) as s:
-            for k, v in attrs.items():
-                write(s, TrialUserAttributeModel, trial._trial_id, k, v)
-
-    call(batch, what)
-    cached = getattr(trial, "_cached_frozen_trial", None)  # what trial.user_attrs returns
-    if cached is not None:
-        cached.user_attrs.update(attrs)
+    """All attrs in one transaction (hpo.optuna_api), so `call` may safely retry it."""
+    call(lambda: optuna_api.set_trial_user_attrs(trial, attrs), what)
 
 
 def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
               call: Callable[..., Any]) -> Outcome:
     """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries)."""
-    from hpo.study import trial_seed
-
     params = {p.name: suggest(trial, p) for p in spec.space}
     data = spec.data_config(params)
     train_split, val_split = cached_split(data, "train"), cached_split(data, "val")
     seeds = [trial_seed(spec, trial.number, r) for r in range(spec.repeats)]
-    multi = len(spec.metrics) > 1
+    # Intermediate values are validation scores: they only mean something (to the pruner and
+    # the dashboard) when that is the one objective.
+    report = spec.metrics == ("val_removed",)
     attrs: dict[str, Any] = {
         "seeds": seeds, "host": host.rsplit(":", 1)[0], "pid": os.getpid(),
         "torch": str(torch.__version__), "device": str(resolve_device("auto")),
@@ -131,7 +112,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     def on_epoch(r: EpochReport) -> None:
         curve.append(round(r.val_removed, 3))
         pct = marks.get(r.epoch)
-        if pct is None or multi:
+        if pct is None or not report:
             return
         call(lambda: trial.report(r.val_removed, pct), "report an intermediate value")
         if pct in prune_at and call(trial.should_prune, "ask the pruner"):
@@ -148,16 +129,18 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     except optuna.TrialPruned as e:
         _record(trial, call, {"val_curve": curve, "epochs_run": len(curve),
                               "pruned_at_epoch": len(curve), "reason": str(e)})
-        return Outcome(TrialState.PRUNED, None, str(e))
+        return Outcome(TrialState.PRUNED, None, str(e).removeprefix("pruned "))
 
     first = results[0]
     vals = [res.val_removed for res in results]
     seconds = sum(res.seconds for res in results) / len(results)
+    cpu = sum(res.cpu_seconds for res in results) / len(results)
     record = {
         "val_curve": first.val_curve if first.status != "diverged" else curve,
         "loss_curve": [round(x, 6) if math.isfinite(x) else str(x) for x in first.loss_curve],
         "epochs_run": first.epochs_run, "n_params": first.model.n_params(),
-        "train_seconds": round(seconds, 3), "val_removed_per_seed": [round(v, 4) for v in vals],
+        "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+        "val_removed_per_seed": [round(v, 4) for v in vals],
     }
     if results[-1].status == "diverged":
         # A diverged configuration is a legitimate (bad) result, not a crash: PRUNED counts it
@@ -168,13 +151,12 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     mean = sum(vals) / len(vals)
     record["val_std"] = round(_std(vals), 4)
     # Optuna refuses uploads to a finished trial, so the first seed's picture and model file go
-    # up now, while this trial still runs.
-    from hpo.artifacts import upload_trial_artifacts
-
+    # up now, while this trial still runs. A failure there is recorded, never the trial's end.
     record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
                                          data, val_split, call))
     _record(trial, call, record)
-    values = [mean, seconds] if multi else [mean]
+    measured = {"val_removed": mean, "train_seconds": seconds}
+    values = [measured[m] for m in spec.metrics]  # by name: the study's order, not ours
     return Outcome(TrialState.COMPLETE, values,
                    f"{mean:.2f} % {params} ({seconds:.1f} s per seed)")
 

@@ -4,8 +4,8 @@
 load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their learning
 curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
 database for the counts and the best trial ids instead, then load only those trials
-(bench/storage.py measures both paths). This module also avoids importing hpo.study, which pulls
-in torch: a second or more of start-up for a command that only reads a database.
+(bench/storage.py measures both paths). Like the whole core, it imports neither torch nor
+matplotlib: a quick query must start quickly.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
+from hpo import optuna_api
 from hpo.errors import HpoError
+from hpo.study import BUDGET_ATTR, SPEC_ATTR, load
 
-# hpo.study's attr names, repeated here because importing hpo.study imports torch (see above);
-# tests/test_queries.py checks that they agree.
-SPEC_ATTR = "hpo:spec"
-BUDGET_ATTR = "hpo:budget"
-
-SUMMARY_ATTRS = ("train_seconds", "epochs_run", "n_params", "val_std", "pruned_at_epoch",
-                 "status", "reason", "fail_reason", "host", "pid", "seeds")
+# The one vocabulary of trial fields, shared by `best --json`, `trials` (JSON and CSV) and
+# `train --json`: val_removed, model_val_removed, train_seconds (wall, per seed), cpu_seconds...
+SUMMARY_ATTRS = ("model_val_removed", "train_seconds", "cpu_seconds", "epochs_run", "n_params",
+                 "val_std", "pruned_at_epoch", "status", "reason", "fail_reason",
+                 "artifact_error", "retry_of", "host", "pid", "seeds")
 STATES = {s.name.lower(): s for s in TrialState}
 
 
@@ -54,25 +54,14 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
 
 def open_study(name: str, storage: optuna.storages.BaseStorage
                ) -> tuple[optuna.Study, list[str]]:
-    """hpo.study.load for read-only commands: the study and its metrics, without building the
-    StudySpec (its module imports torch). Anything amiss (an unknown name, a study hpo did not
-    create) goes through hpo.study.load itself, for its usual one-line error."""
-    stored = None
-    with contextlib.suppress(KeyError):
-        study = optuna.load_study(study_name=name, storage=storage)
-        stored = study.user_attrs.get(SPEC_ATTR)
-    if not isinstance(stored, dict) or not stored.get("metrics"):
-        from hpo.study import load
-
-        study, spec = load(name, storage)
-        return study, list(spec.metrics)
-    return study, list(stored["metrics"])
+    """The study and its metrics, for read-only commands."""
+    study, spec = load(name, storage)
+    return study, list(spec.metrics)
 
 
 def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
     """The RDBStorage behind a storage (Optuna wraps it in a cache), or None."""
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+    return optuna_api.rdb_of(storage)
 
 
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
@@ -83,21 +72,21 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     for s in storage.get_all_studies():
         n = {state: 0 for state in TrialState}
         if counts is not None:
-            n.update(counts.get(s._study_id, {}))
+            n.update(counts.get(optuna_api.summary_id(s), {}))
         else:
             try:
-                for t in storage.get_all_trials(s._study_id, deepcopy=False):
+                for t in storage.get_all_trials(optuna_api.summary_id(s), deepcopy=False):
                     n[t.state] += 1
             except KeyError:
                 continue  # deleted by someone else while we were listing: not a study any more
         best = None
         if len(s.directions) == 1 and n[TrialState.COMPLETE]:
             if extremes is not None:
-                lo, hi = extremes.get(s._study_id, (None, None))
+                lo, hi = extremes.get(optuna_api.summary_id(s), (None, None))
                 best = hi if s.directions[0] == StudyDirection.MAXIMIZE else lo
             else:
                 with contextlib.suppress(ValueError):
-                    best = storage.get_best_trial(s._study_id).value
+                    best = storage.get_best_trial(optuna_api.summary_id(s)).value
         out.append({
             "name": s.study_name,
             "directions": [d.name.lower() for d in s.directions],
@@ -113,7 +102,7 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
 
 def _state_counts(rdb: optuna.storages.RDBStorage) -> dict[int, dict[TrialState, int]]:
     """Trials per study and state, counted by the database in one query."""
-    from optuna.storages._rdb.models import TrialModel as T
+    T = optuna_api.models().TrialModel
 
     out: dict[int, dict[TrialState, int]] = {}
     with rdb.engine.connect() as con:
@@ -127,8 +116,8 @@ def _value_extremes(rdb: optuna.storages.RDBStorage
                     ) -> dict[int, tuple[float | None, float | None]]:
     """(lowest, highest) first-objective value of each study's complete trials, in one query;
     infinities (stored as NULL values with a type) included."""
-    from optuna.storages._rdb.models import TrialModel as T
-    from optuna.storages._rdb.models import TrialValueModel as V
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
 
     kind = V.TrialValueType
     found: dict[int, list[float]] = {}
@@ -149,14 +138,16 @@ def _value_extremes(rdb: optuna.storages.RDBStorage
 def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """Single objective: the top K complete trials (ties: lower number first); two objectives:
     the Pareto front, by the first objective. Only the trials returned are loaded in full."""
-    rdb = _rdb(study._storage)
+    storage = optuna_api.storage_of(study)
+    rdb = _rdb(storage)
     if rdb is None:
         return _best_trials_loaded(study, top)
+    sid = optuna_api.study_id(study)
     if len(study.directions) > 1:
-        ids = _pareto_ids(rdb, study._study_id, study.directions, top)
+        ids = _pareto_ids(rdb, sid, study.directions, top)
     else:
-        ids = _top_ids(rdb, study._study_id, study.direction, top)
-    return [study._storage.get_trial(i) for i in ids]
+        ids = _top_ids(rdb, sid, study.direction, top)
+    return [storage.get_trial(i) for i in ids]
 
 
 def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
@@ -171,8 +162,8 @@ def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
 def _complete_values(rdb: optuna.storages.RDBStorage, study_id: int
                      ) -> list[tuple[int, int, int, float]]:
     """(trial id, number, objective, value) of the study's complete trials, values as floats."""
-    from optuna.storages._rdb.models import TrialModel as T
-    from optuna.storages._rdb.models import TrialValueModel as V
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
 
     kind = V.TrialValueType
     # Optuna stores an infinity as a NULL value with its type; finite values as themselves.
@@ -187,8 +178,8 @@ def _complete_values(rdb: optuna.storages.RDBStorage, study_id: int
 
 def _top_ids(rdb: optuna.storages.RDBStorage, study_id: int, direction: StudyDirection,
              top: int) -> list[int]:
-    from optuna.storages._rdb.models import TrialModel as T
-    from optuna.storages._rdb.models import TrialValueModel as V
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
 
     # Infinities are stored as NULL values with a type; rank them by type first, as Optuna does.
     kind = V.TrialValueType
@@ -248,8 +239,17 @@ def to_json(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, indent=2, default=str)
 
 
-def to_csv(records: list[dict[str, Any]]) -> str:
-    """Flattens params and values into columns; lists (seeds) become JSON strings."""
+def to_csv(records: list[dict[str, Any]], params: list[str] | None = None,
+           n_values: int | None = None) -> str:
+    """Flattens params and values into columns; lists (seeds) become JSON strings. With the
+    study's parameter names and objective count the columns are the same whatever the rows
+    (a --state filter, an empty study); without them they follow the rows."""
+    names = params if params is not None else sorted({k for r in records for k in r["params"]})
+    n = n_values if n_values is not None else max((len(r["values"] or []) for r in records),
+                                                  default=0)
+    cols = ["number", "state", *(f"value_{i}" for i in range(n)),
+            *(f"param_{k}" for k in names), *SUMMARY_ATTRS, "datetime_start",
+            "datetime_complete", "duration_seconds"]
     rows = []
     for r in records:
         row = {k: v for k, v in r.items() if k not in ("params", "values")}
@@ -257,11 +257,8 @@ def to_csv(records: list[dict[str, Any]]) -> str:
             row[f"value_{i}"] = v
         row.update({f"param_{k}": v for k, v in r["params"].items()})
         rows.append({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    cols: list[str] = []
-    for row in rows:
-        cols += [k for k in row if k not in cols]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

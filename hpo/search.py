@@ -3,7 +3,8 @@
 Workers run in their own sessions so that Ctrl-C reaches only this process, which forwards one
 SIGINT to each worker: each fails and re-queues its running trial and exits, leaving no trial
 RUNNING. The storage URL travels to workers in the environment, never on a command line where
-`ps` would show its password.
+`ps` would show its password. If this process itself dies (SIGKILL, the OOM killer), each worker
+finishes and records the trial it is training, then exits (hpo.worker): nothing runs unattended.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpo.storage import ENV_URL, mask
+from hpo import env
+from hpo.errors import HpoError
+from hpo.retrying import STORAGE_ERRORS, retry
+from hpo.storage import DEFAULT_DIR, ENV_URL, mask, parse, sqlite_path
 from hpo.study import Counts, counts
-from hpo.worker import STORAGE_ERRORS, retry
-
-DEADLINE_ENV = "HPO_DEADLINE"
 
 
 @dataclass
@@ -43,17 +44,47 @@ def worker_command(study_name: str, index: int, threads: int) -> list[str]:
             "--threads", str(threads)]
 
 
-def start_workers(url: str, study_name: str, n: int, threads: int, log_dir: Path,
+def log_dir(url: str) -> Path:
+    """Worker logs live beside their storage, as artifacts do: `logs/` next to a SQLite file,
+    else storage/logs under the current directory."""
+    db = sqlite_path(parse(url))
+    return (db.expanduser().resolve().parent if db is not None else DEFAULT_DIR) / "logs"
+
+
+def next_steps(study: str, storage: str | None) -> str:
+    at = f" --storage {mask(storage)}" if storage else ""
+    return "\n".join([
+        "next:",
+        f"  hpo dashboard{at}                       browse trials, curves, pictures, models",
+        f"  hpo best {study}{at} --json          the best trials, for scripts",
+        f"  hpo export {study}{at} --out best.pt && hpo denoise --model best.pt "
+        "--input noisy.csv --output clean.csv",
+        f"  hpo evaluate {study}{at}             retrain the best on 3 seeds, score on "
+        "held-out test curves",
+    ])
+
+
+def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
                   timeout: float | None) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, ENV_URL: url, "PYTHONUNBUFFERED": "1"}
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HpoError(f"cannot create the log directory {logs} ({e.strerror}); make it "
+                       "writable or point --storage elsewhere") from e
+    environ = {**os.environ, ENV_URL: url, "PYTHONUNBUFFERED": "1",
+               env.SUPERVISOR.name: str(os.getpid())}
     if timeout is not None:
-        env[DEADLINE_ENV] = str(time.time() + timeout)
+        environ[env.DEADLINE.name] = str(time.time() + timeout)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     procs = []
     for i in range(n):
-        log = log_dir / f"{study_name}-worker-{i}.log"
+        log = logs / f"{study_name}-worker-{i}.log"
         with log.open("ab") as f:
-            p = subprocess.Popen(worker_command(study_name, i, threads), env=env, stdout=f,
+            # One header per run: several runs (and resumes) append to the same file.
+            f.write(f"==== hpo search {stamp}: worker {i} of {n}, study {study_name}, storage "
+                    f"{mask(url)}, supervisor pid {os.getpid()} ====\n".encode())
+            f.flush()
+            p = subprocess.Popen(worker_command(study_name, i, threads), env=environ, stdout=f,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
         procs.append((p, log))

@@ -8,12 +8,12 @@ server's connection limit and survive a server restart.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-import os
 import sqlite3
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from hpo import env
 from hpo.errors import StorageError
 
 DEFAULT_DIR = Path("storage")
@@ -32,11 +33,8 @@ DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
 # Plain dialect names get the drivers this package installs (psycopg 3, PyMySQL).
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
                    "mariadb": "mysql+pymysql"}
-# Heartbeats: a worker that stops beating for GRACE seconds is declared dead and its trial is
-# failed and retried (at most MAX_RETRY times). Environment overrides let tests use short ones.
-HEARTBEAT = int(os.environ.get("HPO_HEARTBEAT_INTERVAL", "5"))
-GRACE = int(os.environ.get("HPO_GRACE_PERIOD", "30"))
-MAX_RETRY = int(os.environ.get("HPO_MAX_RETRY", "3"))
+# Heartbeats: a worker that stops beating for HPO_GRACE_PERIOD seconds is declared dead and its
+# trial failed and retried (at most HPO_MAX_RETRY times); hpo.env reads them, on every open.
 
 
 def default_url() -> str:
@@ -44,7 +42,7 @@ def default_url() -> str:
 
 
 def resolve_url(flag: str | None) -> str:
-    return flag or os.environ.get(ENV_URL) or default_url()
+    return flag or env.storage_url() or default_url()
 
 
 def mask(url: str) -> str:
@@ -89,14 +87,45 @@ def engine_kwargs(u: URL) -> dict[str, Any]:
 
 def prepare_sqlite(path: Path, create: bool, url: str) -> None:
     if path.exists():
+        if path.is_dir():
+            raise StorageError(f"storage {mask(url)}: {path} is a directory; point --storage at "
+                               "an hpo SQLite file, e.g. sqlite:///storage/hpo.db")
         return
     if not create:
         raise StorageError(f"storage {mask(url)}: no database file at {path}; run `hpo search` "
                            "or `hpo create` with a study file first, or fix --storage")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # WAL is a property of the file: set once here so every later connection gets it.
-    with sqlite3.connect(path) as con:
-        con.execute("PRAGMA journal_mode=WAL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL is a property of the file: set once here so every later connection gets it.
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as e:
+        raise StorageError(f"storage {mask(url)}: cannot create {path} "
+                           f"({getattr(e, 'strerror', None) or e}); choose a writable place "
+                           "(--storage or HPO_STORAGE)") from e
+
+
+@contextlib.contextmanager
+def undo_new_sqlite_file(url: str) -> Iterator[None]:
+    """Removes the SQLite file (and the directories) that the block created, if the block
+    fails: a failed `hpo create` on a new path leaves nothing behind."""
+    try:
+        path: Path | None = sqlite_path(parse(url))
+    except StorageError:
+        path = None  # the block reports the bad URL itself
+    if path is None or path.exists():
+        yield
+        return
+    missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for side in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{side}").unlink(missing_ok=True)
+        for d in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 RETRY_OF_ATTR = "retry_of"
@@ -156,8 +185,9 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             hb: dict[str, Any] = {}
             if heartbeat:
-                hb = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE,
-                      "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=MAX_RETRY)}
+                interval, grace, max_retry = env.heartbeat_settings()
+                hb = {"heartbeat_interval": interval, "grace_period": grace,
+                      "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=max_retry)}
             full = u.render_as_string(hide_password=False)
             return HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
                                     skip_table_creation=not create, **hb)

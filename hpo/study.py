@@ -1,9 +1,10 @@
-"""Studies in storage: idempotent creation, the stored definition, samplers, pruners, budget.
+"""Studies in storage: atomic creation, the stored definition, samplers, pruners, budget.
 
 The study file's validated spec is stored in the study's user attrs, so any worker anywhere needs
-only the study name and the storage URL. The budget counts finished trials (complete or pruned)
-across every worker and every run; a lock around "count, then ask" keeps concurrent workers from
-overshooting it.
+only the study name and the storage URL. A new study is written in one transaction (its row,
+directions, spec, budget, dashboard note and queued points), so it exists complete or not at all.
+The budget counts finished trials (complete or pruned) across every worker and every run; a lock
+around "count, then ask" keeps concurrent workers from overshooting it.
 """
 
 from __future__ import annotations
@@ -12,57 +13,34 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import sqlalchemy
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from hpo import optuna_api
 from hpo.errors import StorageError, StudyMismatchError
-from hpo.storage import mask, sqlite_path, study_names
-from hpo.studyfile import StudySpec, grid_points
+from hpo.spec import StudySpec
+from hpo.storage import first_line, mask, sqlite_path, study_names
 
 SPEC_ATTR = "hpo:spec"
 BUDGET_ATTR = "hpo:budget"
+SUMMARY_ATTR = "hpo:summary"  # one readable line: what the dashboard shows first
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-class BudgetGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler calls study.stop() when the grid is exhausted, which only works
-    inside study.optimize(); here the study's budget (= grid size) ends the search instead."""
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                    state: TrialState, values: Any) -> None:
-        return None
-
-
 def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    s = {k: v for k, v in spec.sampler.items() if k not in ("type", "points")}
-    kind = spec.sampler["type"]
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **s)
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **s)
-    if kind == "grid":
-        # The grid is shuffled by its seed and grid ids index the shuffled list, so every
-        # worker must use the same seed or ids would map to different points.
-        return BudgetGridSampler(spec.grid_values(), seed=spec.seed)
-    return optuna.samplers.RandomSampler(seed=seed)  # random, and points (all enqueued)
+    return spec.sampler.build(seed, spec.space, spec.seed)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    p = {k: v for k, v in spec.pruner.items() if k != "type"}
-    return {
-        "none": optuna.pruners.NopPruner,
-        "median": optuna.pruners.MedianPruner,
-        "percentile": optuna.pruners.PercentilePruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-    }[spec.pruner["type"]](**p)
+    return spec.pruner.build()
 
 
 def worker_seed(spec: StudySpec, worker_index: int, n_existing: int) -> int:
@@ -85,41 +63,102 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) else [path]
 
 
+def summary_line(spec: StudySpec) -> str:
+    """What is tuned and how, in one line, for the dashboard's first screen."""
+    from hpo.spec import METRIC_LABELS
+
+    space = ", ".join(p.name for p in spec.space)
+    goal = " and ".join(f"{spec.directions[i]} {METRIC_LABELS[m]}"
+                        for i, m in enumerate(spec.metrics))
+    return (f"{goal}; searching {space} with {spec.sampler.kind} sampling"
+            f"{'' if not spec.pruner.active else f' and {spec.pruner.kind} pruning'}; "
+            f"{spec.repeats} seed(s) per trial; intermediate values are reported at 10, 20, "
+            "..., 100 percent of each trial's own schedule (the dashboard's 'Step')")
+
+
+@dataclass(frozen=True)
+class Creation:
+    study: optuna.Study
+    created: bool  # False: it existed and matches the file
+    budget: int
+    message: str | None = None  # a budget change or a kept budget the file disagrees with
+
+
+def ensure_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
+                 trials: int | None = None) -> Creation:
+    """Creates the study atomically, or checks that the stored one matches `spec`; the budget
+    is --trials when given, else the file's when the file changed it, else the stored one."""
+    if trials is not None:
+        check_budget(trials, spec)  # a bad --trials must not leave anything behind
+    if spec.name not in study_names(storage):
+        rdb = optuna_api.rdb_of(storage)
+        assert rdb is not None, "hpo studies live in SQL storage"
+        try:
+            _write_new(rdb, spec, trials or spec.trials)
+            study = optuna.load_study(study_name=spec.name, storage=storage)
+            return Creation(study, True, trials or spec.trials)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # a concurrent creator won the race: compare with what it stored
+        except optuna.exceptions.StorageInternalError as e:
+            raise StorageError(f"could not store study '{spec.name}': "
+                               f"{first_line(e.__cause__ or e)}; nothing was written") from e
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    return _check_existing(study, spec, trials)
+
+
 def create_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
                  trials: int | None = None) -> optuna.Study:
-    """Creates the study, or checks that the stored one matches `spec`; sets the budget."""
-    if trials is not None:
-        check_budget(trials, spec)  # a bad --trials must not leave a half-made study behind
-    study = optuna.create_study(study_name=spec.name, storage=storage,
-                                directions=list(spec.directions),  # type: ignore[arg-type]
-                                load_if_exists=True)
+    return ensure_study(spec, storage, trials).study
+
+
+def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) -> None:
+    from hpo.notes import study_note  # computes baselines: before any write, or not at all
+
+    note = study_note(spec)
+    waiting = [optuna.trial.create_trial(state=TrialState.WAITING,
+                                         system_attrs={"fixed_params": dict(p)})
+               for p in spec.sampler.points]
+    optuna_api.create_study_atomically(
+        rdb, spec.name, [StudyDirection[d.upper()] for d in spec.directions],
+        {SPEC_ATTR: json.loads(json.dumps(spec.to_dict())), BUDGET_ATTR: budget,
+         SUMMARY_ATTR: summary_line(spec)},
+        optuna_api.note_attrs(note), waiting)
+
+
+def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) -> Creation:
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
-        if study.trials:
-            raise StudyMismatchError(f"study '{spec.name}' exists without an hpo definition; "
-                                     "choose another name")
-        spec_json = json.loads(json.dumps(spec.to_dict()))
-        study.set_user_attr(SPEC_ATTR, spec_json)
-        if spec.sampler["type"] == "points":
-            for point in spec.sampler["points"]:
-                study.enqueue_trial(point)
-        from hpo.notes import write_study_note
-
-        write_study_note(study, spec)  # the dashboard's note: protocol and reference numbers
-    else:
-        old = StudySpec.from_dict(stored)
-        changed = _diff(json.loads(json.dumps(old.fingerprint())),
-                        json.loads(json.dumps(spec.fingerprint())))
-        if changed:
-            raise StudyMismatchError(
-                f"study '{spec.name}' in storage was created from a different definition "
-                f"({', '.join(changed[:4])} differ); restore the file or use a new study name")
+        raise StudyMismatchError(f"study '{spec.name}' exists without an hpo definition; "
+                                 "choose another name")
+    old = StudySpec.from_dict(stored)
+    changed = _diff(json.loads(json.dumps(old.fingerprint())),
+                    json.loads(json.dumps(spec.fingerprint())))
+    if changed:
+        raise StudyMismatchError(
+            f"study '{spec.name}' in storage was created from a different definition "
+            f"({', '.join(changed[:4])} differ); restore the file or use a new study name")
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise StudyMismatchError(f"study '{spec.name}' has directions "
                                  f"{[d.name.lower() for d in study.directions]}, the file "
                                  f"{spec.directions}; use a new study name")
-    set_budget(study, trials or study.user_attrs.get(BUDGET_ATTR) or spec.trials, spec)
-    return study
+    current = int(study.user_attrs.get(BUDGET_ATTR) or old.trials)
+    message = None
+    if trials is not None:
+        budget = trials
+    elif spec.trials != old.trials:
+        budget = spec.trials  # the file's budget was edited: apply it
+    else:
+        budget = current
+        if budget != spec.trials:
+            message = (f"budget stays {budget} trials (set earlier with --trials); the file says "
+                       f"{spec.trials}: pass --trials to change it")
+    check_budget(budget, spec)
+    if budget != current:
+        message = f"budget changed from {current} to {budget} trials"
+        study.set_user_attr(BUDGET_ATTR, budget)
+    if (old.trials, old.description) != (spec.trials, spec.description):
+        study.set_user_attr(SPEC_ATTR, json.loads(json.dumps(spec.to_dict())))
+    return Creation(study, False, budget, message)
 
 
 def set_budget(study: optuna.Study, trials: int, spec: StudySpec) -> None:
@@ -131,8 +170,7 @@ def set_budget(study: optuna.Study, trials: int, spec: StudySpec) -> None:
 def check_budget(trials: int, spec: StudySpec) -> None:
     if trials < 1:
         raise StorageError(f"--trials must be >= 1, got {trials}")
-    limit = len(grid_points(spec)) if spec.sampler["type"] == "grid" else (
-        len(spec.sampler["points"]) if spec.sampler["type"] == "points" else None)
+    limit = spec.budget_limit()
     if limit is not None and trials > limit:
         raise StudyMismatchError(f"--trials {trials} exceeds the {limit} points of study "
                                  f"'{spec.name}'; use at most {limit}")
@@ -204,13 +242,15 @@ def budget_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterato
     url = storage.engine.url
     path = sqlite_path(url)
     if path is not None:
-        lock = Path(f"{path}.{hashlib.sha1(study_name.encode()).hexdigest()[:8]}.lock")
-        with lock.open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        # An flock on the database's directory: no lock file is left beside the database, and
+        # it never meets SQLite's own (POSIX) locks on the file. Studies in one directory share
+        # it; it is held only for "count, then ask" (milliseconds).
+        fd = os.open(path.resolve().parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
         return
     key = int.from_bytes(hashlib.sha1(f"hpo:{study_name}".encode()).digest()[:8], "big",
                          signed=True)

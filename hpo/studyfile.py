@@ -1,129 +1,44 @@
 """Study files: TOML data declaring one study, validated strictly before storage is touched.
 
-Every error names the file and the dotted key and says what would be valid. A validated study is
-a `StudySpec`, which is also what the storage keeps (as JSON) so that a remote worker needs only
-the study's name and the storage URL.
+Validation has two halves. The parser checks what only hpo knows: unknown keys, types, names,
+which parameters exist. Then `construct()` builds, in memory, every object a worker will build
+from the spec, through the owners' own constructors: Optuna's sampler and pruner, each
+parameter's distribution, each listed point as a trial in those distributions, the seeds, and
+the training and data configs at every corner of the space; and it estimates the memory of the
+data and of the largest model (hpo.resources). Whatever those refuse is refused here, with the
+owner's reason, as one line naming the file and the dotted key.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.data import DataConfig
+import numpy as np
+import optuna
+
+from hpo import resources
+from hpo.config import ConfigValueError
 from hpo.errors import StudyFileError
-from hpo.train import TrainConfig
+from hpo.spec import DATA_FIELDS, METRICS, TUNABLE, Param, StudySpec
+from hpo.strategies import MAX_STEP, PrunerSpec, SamplerSpec
 
-# Parameters a search may tune, with the config they feed. train_curves is DataConfig.n_train.
-TUNABLE: dict[str, type] = {
-    "hidden_size": int, "shift": int, "epochs": int, "batch_size": int, "train_curves": int,
-    "lr": float, "weight_decay": float, "grad_clip": float,
-}
-MINIMUM = {"hidden_size": 1, "shift": 0, "epochs": 1, "batch_size": 1, "train_curves": 1,
-           "lr": 0.0, "weight_decay": 0.0, "grad_clip": 0.0}
-DATA_KEYS = {"seed": int, "train": int, "val": int, "test": int, "noise_ratio": float}
-METRICS = {"val_removed": "maximize", "train_seconds": "minimize"}
-SAMPLERS: dict[str, dict[str, type]] = {
-    "tpe": {"n_startup_trials": int, "multivariate": bool, "constant_liar": bool},
-    "random": {},
-    "grid": {},
-    "gp": {"n_startup_trials": int},
-    "points": {"points": list},
-}
-PRUNERS: dict[str, dict[str, type]] = {
-    "none": {},
-    "median": {"n_startup_trials": int, "n_warmup_steps": int, "interval_steps": int},
-    "percentile": {"percentile": float, "n_startup_trials": int, "n_warmup_steps": int,
-                   "interval_steps": int},
-    "successive_halving": {"min_resource": int, "reduction_factor": int,
-                           "min_early_stopping_rate": int},
-    "hyperband": {"min_resource": int, "max_resource": int, "reduction_factor": int},
-}
+__all__ = ["StudySpec", "construct", "load_study_file", "memory_estimate", "parse_study"]
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: str  # "int", "float" or "categorical"
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def grid(self) -> list[Any] | None:
-        """The finite list of values, or None when the range is continuous."""
-        if self.type == "categorical":
-            return list(self.choices)
-        if self.step is None:
-            return None if self.type == "float" or self.log else self._ints(1)
-        return self._ints(self.step) if self.type == "int" else self._floats(self.step)
-
-    def _ints(self, step: float) -> list[Any]:
-        assert self.low is not None and self.high is not None
-        return list(range(int(self.low), int(self.high) + 1, int(step)))
-
-    def _floats(self, step: float) -> list[Any]:
-        assert self.low is not None and self.high is not None
-        n = int(round((self.high - self.low) / step))
-        return [round(self.low + i * step, 12) for i in range(n + 1)]
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    name: str
-    trials: int  # budget of the whole study: finished (complete or pruned) trials
-    seed: int = 0  # base of the sampler seeds and of every trial's training seeds
-    repeats: int = 1  # training seeds per trial, averaged: single runs vary by +-2 points
-    description: str = ""
-    metrics: tuple[str, ...] = ("val_removed",)
-    sampler: dict[str, Any] = field(default_factory=lambda: {"type": "tpe"})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
-    space: tuple[Param, ...] = ()
-    train: dict[str, Any] = field(default_factory=dict)  # fixed TrainConfig fields
-    data: dict[str, Any] = field(default_factory=dict)  # DataConfig overrides
-
-    @property
-    def directions(self) -> list[str]:
-        return [METRICS[m] for m in self.metrics]
-
-    def data_config(self, params: dict[str, Any] | None = None) -> DataConfig:
-        d = dict(self.data)
-        kw = {"seed": d.get("seed", 0), "n_train": d.get("train", 200), "n_val": d.get("val", 50),
-              "n_test": d.get("test", 1000), "noise_ratio": d.get("noise_ratio", 0.05)}
-        if params and "train_curves" in params:
-            kw["n_train"] = int(params["train_curves"])
-        return DataConfig(**kw)
-
-    def train_config(self, params: dict[str, Any], seed: int, threads: int = 1) -> TrainConfig:
-        kw = {**self.train, **{k: v for k, v in params.items() if k != "train_curves"}}
-        return TrainConfig(**kw, seed=seed, threads=threads)
-
-    def grid_values(self) -> dict[str, list[Any]]:
-        return {p.name: p.grid() or [] for p in self.space}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
-        d = dict(d)
-        d["space"] = tuple(Param(**{**p, "choices": tuple(p["choices"])}) for p in d["space"])
-        d["metrics"] = tuple(d["metrics"])
-        return cls(**d)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must not change once trials exist: everything but the budget."""
-        d = self.to_dict()
-        d.pop("trials")
-        d.pop("description")
-        return d
+MAX_TRIALS = 10**9
+# Optuna's GridSampler lists every point in memory (and so does a points study's storage).
+MAX_GRID = 1_000_000
+# Optuna keeps a user attr in a TEXT column: 64 KiB on MySQL. The stored spec must fit.
+MAX_SPEC_BYTES = 60_000
+MAX_CORNERS = 4096  # configs built at the corners of the space; more parameters sample corners
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               list: "an array", dict: "a table"}
 
 
 def load_study_file(path: str | Path) -> StudySpec:
@@ -132,14 +47,128 @@ def load_study_file(path: str | Path) -> StudySpec:
         raise StudyFileError(f"{path}: study file not found; pass a TOML file such as "
                              "studies/smoke.toml")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise StudyFileError(f"{path}: not valid TOML ({e}); fix the syntax") from e
+    except OSError as e:
+        raise StudyFileError(f"{path}: cannot read the study file ({e.strerror})") from e
     return parse_study(raw, str(path))
 
 
 def parse_study(raw: dict[str, Any], src: str = "<study>") -> StudySpec:
-    return _Parser(src).study(raw)
+    spec = _Parser(src).study(raw)
+    construct(spec, src)
+    return spec
+
+
+def _fail(src: str, key: str, msg: str) -> StudyFileError:
+    return StudyFileError(f"{src}: {key}: {msg}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def construct(spec: StudySpec, src: str = "<study>") -> None:
+    """Builds everything a worker builds from `spec`; raises StudyFileError naming the key."""
+    try:
+        np.random.SeedSequence([spec.seed, 0, 0])
+    except (ValueError, TypeError) as e:
+        raise _fail(src, "seed", f"{_first_line(e)}; use a whole number >= 0") from e
+    try:
+        spec.sampler.build(0, spec.space, spec.seed)
+    except (ValueError, TypeError) as e:
+        raise _fail(src, "sampler", f"Optuna refuses these settings: {_first_line(e)}") from e
+    try:
+        spec.pruner.build()
+    except (ValueError, TypeError) as e:
+        raise _fail(src, "pruner", f"Optuna refuses these settings: {_first_line(e)}") from e
+    dists = {}
+    for p in spec.space:
+        try:
+            dists[p.name] = distribution(p)
+        except (ValueError, TypeError) as e:
+            raise _fail(src, f"space.{p.name}", f"{_first_line(e)}") from e
+    for i, point in enumerate(spec.sampler.points):
+        try:
+            optuna.trial.create_trial(params=dict(point), distributions=dists, value=0.0)
+        except ValueError as e:
+            bad = next((k for k, v in point.items() if not _in(dists[k], v)), None)
+            key = f"sampler.points[{i}]" + (f".{bad}" if bad else "")
+            raise _fail(src, key, f"{point[bad] if bad else point!r} is outside the space "
+                        f"([space.{bad}]): {_first_line(e)}") from e
+    worst = memory_estimate(spec, src)
+    if not worst.fits():
+        raise _fail(src, worst.what, f"this setting {resources.too_big(worst)}; use a smaller "
+                    "value")
+    size = len(json.dumps(spec.to_dict()))
+    if size > MAX_SPEC_BYTES:
+        raise _fail(src, "points" if spec.sampler.points else "description",
+                    f"the study's definition is {size} bytes as JSON, more than the "
+                    f"{MAX_SPEC_BYTES} a storage attribute holds; shorten it")
+
+
+def distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    if p.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(p.choices))
+    assert p.low is not None and p.high is not None
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,
+                                                    step=int(p.step or 1))
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+
+
+def _in(d: optuna.distributions.BaseDistribution, v: Any) -> bool:
+    try:
+        optuna.trial.create_trial(params={"x": v}, distributions={"x": d}, value=0.0)
+    except ValueError:
+        return False
+    return True
+
+
+def _corner_points(spec: StudySpec) -> list[dict[str, Any]]:
+    values = [p.corners() for p in spec.space]
+    if math.prod(len(v) for v in values) <= MAX_CORNERS:
+        return [dict(zip([p.name for p in spec.space], c, strict=True))
+                for c in itertools.product(*values)]
+    # Too many: each parameter at each of its values once, the rest at their first.
+    base = {p.name: v[0] for p, v in zip(spec.space, values, strict=True)}
+    return [{**base, p.name: x} for p, v in zip(spec.space, values, strict=True) for x in v]
+
+
+def memory_estimate(spec: StudySpec, src: str = "<study>") -> resources.Estimate:
+    """Builds the configs at every corner and bounds the memory of the worst one: all three
+    splits (`hpo evaluate` keeps them together) plus training the largest model."""
+    searched = {p.name for p in spec.space}
+    worst = resources.Estimate(0, "")
+    for params in _corner_points(spec):
+        try:
+            data = spec.data_config(params)
+            cfg = spec.train_config(params, seed=0)
+        except ConfigValueError as e:
+            raise _fail(src, _key_of(e.field, searched), e.message) from e
+        if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
+            raise _fail(src, _key_of("n_train", searched), f"must be >= 1, got {data.n_train}")
+        parts = {_key_of(f"n_{split}", searched):
+                 resources.curves_bytes(data.count(split), data.length, data.max_sines)
+                 for split in ("train", "val", "test")}
+        model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]
+        parts[f"space.{model[0]}" if model else "train.hidden_size"] = resources.training_bytes(
+            cfg.hidden_size, cfg.shift, data.length, cfg.batch_size, data.n_val)
+        total = sum(parts.values())
+        if total > worst.bytes:
+            worst = resources.Estimate(total, max(parts, key=lambda k: parts[k]))
+    return worst
+
+
+def _key_of(config_field: str, searched: set[str]) -> str:
+    study_key = {v: k for k, v in DATA_FIELDS.items()}.get(config_field)
+    if config_field == "n_train" and "train_curves" in searched:
+        return "space.train_curves"
+    if study_key is not None:
+        return f"data.{study_key}"
+    return f"space.{config_field}" if config_field in searched else f"train.{config_field}"
 
 
 class _Parser:
@@ -147,7 +176,7 @@ class _Parser:
         self.src = src
 
     def fail(self, key: str, msg: str) -> StudyFileError:
-        return StudyFileError(f"{self.src}: {key}: {msg}")
+        return _fail(self.src, key, msg)
 
     def table(self, raw: Any, key: str, allowed: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -155,16 +184,14 @@ class _Parser:
         for k in raw:
             if k not in allowed:
                 raise self.fail(f"{key}.{k}" if key else k,
-                                f"unknown key; allowed: {', '.join(sorted(allowed))}")
+                                f"unknown key; allowed: {', '.join(sorted(allowed)) or 'none'}")
         return {k: self.value(raw[k], f"{key}.{k}" if key else k, allowed[k]) for k in raw}
 
     def value(self, v: Any, key: str, kind: Any) -> Any:
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if kind in (int, float) and isinstance(v, bool) or not isinstance(v, kind):
-            names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                     list: "an array", dict: "a table"}
-            raise self.fail(key, f"must be {names.get(kind, kind)}, got {v!r}")
+            raise self.fail(key, f"must be {_TYPE_NAMES.get(kind, kind)}, got {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
             raise self.fail(key, f"must be finite, got {v!r}")
         return v
@@ -187,25 +214,20 @@ class _Parser:
         names = {p.name for p in space}
         train = self.table(top.get("train", {}), "train",
                            {k: t for k, t in TUNABLE.items() if k != "train_curves"})
-        data = self.table(top.get("data", {}), "data", DATA_KEYS)
-        fixed = {**train, **({"data.train": data["train"]} if "train" in data else {})}
-        for k, v in fixed.items():
-            name = "train_curves" if k == "data.train" else k
-            if v < MINIMUM[name] or (name == "lr" and v <= 0):
-                raise self.fail(f"train.{k}" if k in train else k, f"must be >= {MINIMUM[name]}"
-                                f"{' and > 0' if name == 'lr' else ''}, got {v}")
-            if name in names:
-                raise self.fail(f"train.{k}" if k in train else k, f"'{name}' is also searched "
-                                f"in [space.{name}]; fix it in one place only")
-        for k in ("val", "test"):
-            if data.get(k, 1) < 1:
-                raise self.fail(f"data.{k}", f"must be >= 1, got {data[k]}")
-        if not 0 <= data.get("noise_ratio", 0.05) <= 10:
-            raise self.fail("data.noise_ratio", "must be between 0 and 10")
+        data = self.table(top.get("data", {}), "data",
+                          {"seed": int, "train": int, "val": int, "test": int,
+                           "noise_ratio": float})
+        for k in train:
+            if k in names:
+                raise self.fail(f"train.{k}", f"'{k}' is also searched in [space.{k}]; fix it "
+                                "in one place only")
+        if "train" in data and "train_curves" in names:
+            raise self.fail("data.train", "'train_curves' is also searched in "
+                            "[space.train_curves]; fix it in one place only")
         repeats = top.get("repeats", 1)
         if not 1 <= repeats <= 20:
             raise self.fail("repeats", f"must be between 1 and 20, got {repeats}")
-        trials = self.budget(top.get("trials"), sampler, space)
+        trials = self.budget(top.get("trials"), sampler.size(space), sampler.kind)
         return StudySpec(name=top["name"], trials=trials, seed=top.get("seed", 0), repeats=repeats,
                          description=top.get("description", ""), metrics=metrics, sampler=sampler,
                          pruner=pruner, space=space, train=train, data=data)
@@ -224,10 +246,8 @@ class _Parser:
 
     def space(self, raw: dict[str, Any]) -> tuple[Param, ...]:
         params = []
-        for name, body in raw.items():
+        for name, body in self.table(raw, "space", dict.fromkeys(TUNABLE, dict)).items():
             key = f"space.{name}"
-            if name not in TUNABLE:
-                raise self.fail(key, f"unknown parameter; searchable: {', '.join(TUNABLE)}")
             p = self.table(body, key, {"type": str, "low": float, "high": float, "log": bool,
                                        "step": float, "choices": list})
             params.append(self.param(name, key, p))
@@ -235,18 +255,14 @@ class _Parser:
 
     def param(self, name: str, key: str, p: dict[str, Any]) -> Param:
         kind = p.get("type")
-        lo_min = MINIMUM[name]
         if kind == "categorical":
             if set(p) - {"type", "choices"}:
                 raise self.fail(key, "a categorical parameter takes only 'choices'")
             choices = p.get("choices") or []
             if not choices:
                 raise self.fail(f"{key}.choices", "give a non-empty array of values")
-            want = TUNABLE[name]
             for c in choices:
-                self.value(c, f"{key}.choices", want)
-                if c < lo_min or (name == "lr" and c <= 0):
-                    raise self.fail(f"{key}.choices", f"{c} is below the minimum {lo_min}")
+                self.value(c, f"{key}.choices", TUNABLE[name])
             if len(set(choices)) != len(choices):
                 raise self.fail(f"{key}.choices", "values must be distinct")
             return Param(name, "categorical", choices=tuple(choices))
@@ -261,13 +277,11 @@ class _Parser:
         for b in ("low", "high"):
             if b not in p:
                 raise self.fail(f"{key}.{b}", "missing")
-            if kind == "int" and p[b] != int(p[b]):
+            if kind == "int" and (p[b] != int(p[b]) or abs(p[b]) > 2**53):
                 raise self.fail(f"{key}.{b}", f"must be an integer, got {p[b]}")
         low, high, log, step = p["low"], p["high"], p.get("log", False), p.get("step")
         if low > high:
             raise self.fail(key, f"low ({low:g}) is greater than high ({high:g}); swap them")
-        if low < lo_min or (name == "lr" and low <= 0):
-            raise self.fail(f"{key}.low", f"{low:g} is below the minimum {lo_min} for {name}")
         if log and low <= 0:
             raise self.fail(f"{key}.low", f"a log range needs low > 0, got {low:g}")
         if step is not None:
@@ -283,75 +297,77 @@ class _Parser:
         return Param(name, kind, low=cast(low), high=cast(high), log=log,
                      step=None if step is None else cast(step))
 
-    def sampler(self, raw: dict[str, Any], space: tuple[Param, ...]) -> dict[str, Any]:
+    def sampler(self, raw: dict[str, Any], space: tuple[Param, ...]) -> SamplerSpec:
         kind = raw.get("type", "tpe") if isinstance(raw, dict) else None
-        if kind not in SAMPLERS:
+        if kind not in SamplerSpec.KINDS:
             raise self.fail("sampler.type", f"unknown sampler {kind!r}; use one of "
-                            f"{', '.join(SAMPLERS)}")
-        s = self.table(raw, "sampler", {"type": str, **SAMPLERS[kind]})
-        if s.get("n_startup_trials", 1) < 0:
-            raise self.fail("sampler.n_startup_trials", "must be >= 0")
+                            f"{', '.join(SamplerSpec.KINDS)}")
+        s = self.table(raw, "sampler", {"type": str, **SamplerSpec.KINDS[kind]})
+        s.pop("type", None)
+        for k in ("n_startup_trials", "n_ei_candidates"):
+            if s.get(k, 1) < (1 if k == "n_ei_candidates" else 0):
+                raise self.fail(f"sampler.{k}", f"must be >= {1 if k == 'n_ei_candidates' else 0}"
+                                f", got {s[k]}")
         if kind == "grid":
             for p in space:
                 if p.grid() is None:
                     raise self.fail(f"space.{p.name}", "a grid needs finite values: give a step "
                                     "or choices")
+            size = math.prod(len(p.grid() or []) for p in space)
+            if size > MAX_GRID:
+                raise self.fail("sampler.type", f"the grid has {size} points, more than "
+                                f"{MAX_GRID}; coarsen the steps")
+        points: list[dict[str, Any]] = []
         if kind == "points":
-            s["points"] = [self.point(pt, i, space) for i, pt in enumerate(s.get("points", []))]
-            if not s["points"]:
+            points = [self.point(pt, i, space) for i, pt in enumerate(s.pop("points", []))]
+            if not points:
                 raise self.fail("sampler.points", "give at least one point")
-        return {"type": kind, **s}
+        return SamplerSpec(kind, s, tuple(points))
 
     def point(self, pt: Any, i: int, space: tuple[Param, ...]) -> dict[str, Any]:
         key = f"sampler.points[{i}]"
         if not isinstance(pt, dict) or set(pt) != {p.name for p in space}:
             raise self.fail(key, f"must set exactly {', '.join(p.name for p in space)}")
-        for p in space:
-            v = pt[p.name]
-            grid = p.grid()
-            ok = v in grid if grid is not None else p.low is not None and p.low <= v <= p.high  # type: ignore[operator]
-            if not ok:
-                raise self.fail(f"{key}.{p.name}", f"{v!r} is outside [space.{p.name}]")
-        return dict(pt)
+        out = {p.name: self.value(pt[p.name], f"{key}.{p.name}", TUNABLE[p.name])
+               for p in space}
+        for p in space:  # asked of Optuna's own distribution, as a worker's trial would be
+            if not _in(distribution(p), out[p.name]):
+                raise self.fail(f"{key}.{p.name}", f"{out[p.name]!r} is outside "
+                                f"[space.{p.name}]")
+        return out
 
-    def pruner(self, raw: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
+    def pruner(self, raw: dict[str, Any], metrics: tuple[str, ...]) -> PrunerSpec:
         kind = raw.get("type", "none") if isinstance(raw, dict) else None
-        if kind not in PRUNERS:
+        if kind not in PrunerSpec.KINDS:
             raise self.fail("pruner.type", f"unknown pruner {kind!r}; use one of "
-                            f"{', '.join(PRUNERS)}")
-        p = self.table(raw, "pruner", {"type": str, **PRUNERS[kind]})
+                            f"{', '.join(PrunerSpec.KINDS)}")
+        p = self.table(raw, "pruner", {"type": str, **PrunerSpec.KINDS[kind]})
+        p.pop("type", None)
         if kind != "none" and len(metrics) > 1:
             raise self.fail("pruner.type", "pruning needs a single objective; use type = "
                             "\"none\" with objective.second")
-        for k, v in p.items():
-            if k != "type" and (v < 0 or (k in ("reduction_factor",) and v < 2)):
-                raise self.fail(f"pruner.{k}", f"{v} is out of range")
+        if kind != "none" and metrics[0] != "val_removed":
+            raise self.fail("pruner.type", f"pruning compares validation scores during "
+                            f"training, but the objective is {metrics[0]!r}; use type = "
+                            "\"none\" or metric = \"val_removed\"")
+        for k in PrunerSpec.STEP_KEYS:
+            if k in p and not 0 <= p[k] <= MAX_STEP:
+                raise self.fail(f"pruner.{k}", f"{p[k]} is out of range: steps are percent of "
+                                f"each trial's schedule (10, 20, ..., {MAX_STEP})")
+        if p.get("min_resource", 1) > p.get("max_resource", MAX_STEP):
+            raise self.fail("pruner.min_resource", "must not exceed max_resource")
         if not 0 < p.get("percentile", 50.0) < 100:
             raise self.fail("pruner.percentile", "must be between 0 and 100")
-        return {"type": kind, **p}
+        return PrunerSpec(kind, p)
 
-    def budget(self, trials: int | None, sampler: dict[str, Any],
-               space: tuple[Param, ...]) -> int:
-        size = None
-        if sampler["type"] == "grid":
-            size = math.prod(len(p.grid() or []) for p in space)
-        elif sampler["type"] == "points":
-            size = len(sampler["points"])
+    def budget(self, trials: int | None, size: int | None, kind: str) -> int:
         if trials is None:
             if size is None:
                 raise self.fail("trials", "missing; set the study's budget, e.g. trials = 40")
             return size
-        if trials < 1:
-            raise self.fail("trials", f"must be >= 1, got {trials}")
+        if not 1 <= trials <= MAX_TRIALS:
+            raise self.fail("trials", f"must be between 1 and {MAX_TRIALS}, got {trials}")
         if size is not None and trials > size:
             raise self.fail("trials", f"{trials} exceeds the {size} distinct points of this "
-                            f"{sampler['type']} study; lower it or drop it")
+                            f"{kind} study; lower it or drop it")
         return trials
-
-
-def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    names = [p.name for p in spec.space]
-    return [dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(p.grid() or [] for p in spec.space))]
-
-

@@ -3,6 +3,12 @@
 It drives Optuna's ask/tell itself rather than `study.optimize` so that it can hold the budget
 lock around "count, then ask", keep its own heartbeat thread alive through a database restart,
 retry storage calls while the server is away, and hand an interrupted trial back to the queue.
+
+A worker started by `hpo search` watches its supervisor: if the supervisor dies (SIGKILL, the
+OOM killer, a closed terminal), the worker finishes the trial it is training, records it, and
+exits at that safe point instead of searching on unattended. A trained result is never thrown
+away for it, and no trial is left RUNNING. Workers started on their own (`hpo worker`) have no
+supervisor and run to the end of the budget.
 """
 
 from __future__ import annotations
@@ -20,23 +26,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo import objective
-from hpo.errors import HpoError
-from hpo.storage import MAX_RETRY, RetryStaleTrial, open_storage
+from hpo import env, objective, optuna_api
+from hpo.retrying import STORAGE_ERRORS, WorkerError
+from hpo.retrying import retry as _retry
+from hpo.storage import RetryStaleTrial, open_storage
 from hpo.study import budget_lock, counts, load, make_pruner, make_sampler, worker_seed
+from hpo.uploads import check_store
 
 log = logging.getLogger("hpo.worker")
 T = TypeVar("T")
-STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
-RETRY_FOR = float(os.environ.get("HPO_STORAGE_RETRY_SECONDS", "300"))
 MAX_CONSECUTIVE_FAILURES = 3
+# Seconds between looks at the study while the last trials run elsewhere: short, because the
+# search ends only when every worker has seen the budget met.
+POLL = 0.5
 
-
-class WorkerError(HpoError):
-    """A worker that had to give up (its trials keep failing, or the storage is gone)."""
+__all__ = ["STORAGE_ERRORS", "WorkerError", "run_worker", "retry"]
 
 
 class _StopRequests:
@@ -83,21 +89,9 @@ class _StopRequests:
 STOP = _StopRequests()
 
 
-def retry(fn: Callable[[], T], what: str, patience: float = RETRY_FOR) -> T:
-    """Calls fn, waiting out a database that is restarting or briefly unreachable."""
-    deadline, delay = time.monotonic() + patience, 0.5
-    while True:
-        try:
-            return fn()
-        except STORAGE_ERRORS as e:
-            if STOP.requested:  # asked to stop: don't sit out an outage first
-                raise KeyboardInterrupt from e
-            if time.monotonic() > deadline:
-                raise WorkerError(f"storage unreachable for {patience:.0f} s while trying to "
-                                  f"{what}; giving up") from e
-            log.warning("storage error while trying to %s; retrying in %.1f s", what, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+def retry(fn: Callable[[], T], what: str, patience: float | None = None) -> T:
+    """hpo.retrying.retry that gives up at once when this worker is asked to stop."""
+    return _retry(fn, what, patience, stop_requested=lambda: STOP.requested)
 
 
 @contextlib.contextmanager
@@ -133,7 +127,7 @@ class WorkerSummary:
 
 
 def run_worker(url: str, study_name: str, *, worker_index: int | None = None, threads: int = 1,
-               poll: float = 2.0, max_trials: int | None = None) -> WorkerSummary:
+               poll: float = POLL, max_trials: int | None = None) -> WorkerSummary:
     """Runs trials until the study's budget is met (or max_trials of its own are done)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # We run our own heartbeat thread around ask/tell; Optuna's warning assumes optimize().
@@ -162,10 +156,17 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
     study.pruner = make_pruner(spec)
     me = f"{socket.gethostname()}:{os.getpid()}"
     summary, consecutive = WorkerSummary(), 0
-    deadline = float(os.environ.get("HPO_DEADLINE", "inf"))  # set by `hpo search --timeout`
+    deadline = env.deadline()  # set by `hpo search --timeout`
+    supervisor = env.supervisor_pid()
+    check_store(storage)  # an unwritable artifact store is said once, now, not per trial
     while max_trials is None or summary.completed + summary.pruned < max_trials:
         STOP.check()  # a safe point: no trial of ours is running
         if time.time() >= deadline:
+            break
+        if supervisor is not None and os.getppid() != supervisor:
+            log.warning("the `hpo search` that started this worker (pid %d) is gone; stopping "
+                        "at this safe point (no trial of ours is running)", supervisor)
+            summary.interrupted = True
             break
         retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
         trial = retry(lambda: _claim(study, storage), "claim a trial")
@@ -174,7 +175,7 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
                 break
             time.sleep(poll)  # the last trials are running elsewhere; wait in case one fails
             continue
-        with heartbeat(storage, trial._trial_id):
+        with heartbeat(storage, optuna_api.trial_id(trial)):
             state = _run_one(study, spec, trial, threads, me)
         if state == TrialState.FAIL:
             summary.failed += 1
@@ -203,7 +204,8 @@ def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
             outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
     except KeyboardInterrupt:
         if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued"):
-            frozen = retry(lambda: study._storage.get_trial(trial._trial_id), "read the trial")
+            frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
+                optuna_api.trial_id(trial)), "read the trial")
             retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
         raise
     except STORAGE_ERRORS:
@@ -222,7 +224,7 @@ def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
     if told.state != state:
         _declared_dead(trial)
         return TrialState.FAIL
-    log.info("trial %d %s %s", trial.number, state.name.lower(), outcome.summary)
+    log.info("trial %d %s: %s", trial.number, state.name.lower(), outcome.summary)
     return state
 
 
@@ -250,8 +252,8 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> bool:
 def requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
     """Re-queues a failed trial's parameters through Optuna's own retry bookkeeping, so retry
     history and the retry limit are shared with heartbeat-stale retries."""
-    storage = study._storage
+    storage = optuna_api.storage_of(study)
     callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
     if callback is None:
-        callback = RetryStaleTrial(max_retry=MAX_RETRY)
+        callback = RetryStaleTrial(max_retry=env.heartbeat_settings()[2])
     callback(study, frozen)

@@ -30,12 +30,12 @@ from hpo.artifacts import (
 )
 from hpo.cli import app
 from hpo.data import make_split
+from hpo.metric import percent_removed
 from hpo.modelfile import load_model
 from hpo.signals import read_signals, write_signals
 from hpo.storage import open_storage
 from hpo.study import create_study, load, make_sampler
 from hpo.studyfile import load_study_file
-from hpo.train import percent_removed
 
 # Three fixed trials that learn ~30 % in about 0.2 s each (lr 0.05 on 40 curves).
 LEARNS: dict[str, Any] = {

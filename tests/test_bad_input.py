@@ -8,8 +8,9 @@ CSV and model files are the other half of the corpus and live in tests/test_cli_
 cases: 7 malformed CSVs, a binary and a missing input, a missing model, a directory as model, 10
 files that are not models, 7 malformed model files, 2 pickles carrying code). They touch no storage.
 
-Everything runs in-process through typer's CliRunner: a bug that escapes `friendly` shows up as
-result.exception being something other than SystemExit (in a terminal: a traceback).
+Everything runs in-process through typer's CliRunner: a bug that escapes the CLI's error
+boundary shows up as result.exception being something other than SystemExit (in a terminal: a
+traceback).
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from hpo.baselines import (
 )
 from hpo.cli import app
 from hpo.data import DataConfig, make_split
+from hpo.metric import percent_removed
 from hpo.notes import REPORT_TABLE
 from hpo.storage import open_storage
 from hpo.study import create_study
 from hpo.studyfile import load_study_file
-from hpo.train import percent_removed
 
 SMALL = DataConfig(seed=3, n_train=0, n_val=12, n_test=40)
 

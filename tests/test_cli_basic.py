@@ -2,8 +2,8 @@
 errors (no traceback) for every bad input file.
 
 typer's CliRunner keeps stderr apart from stdout (result.stderr; result.output has both). A bug
-that escapes `friendly` shows up in-process as result.exception being something other than
-SystemExit; in a real terminal it would be a traceback.
+that escapes the CLI's error boundary shows up in-process as result.exception being something
+other than SystemExit; in a real terminal it would be a traceback.
 """
 
 from __future__ import annotations
@@ -70,15 +70,15 @@ def test_train_json_prints_one_json_object() -> None:
                     "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)  # stdout holds the JSON and nothing else
-    for key in ("val_removed", "test_removed", "seconds"):
+    for key in ("val_removed", "test_removed", "train_seconds"):
         assert isinstance(out[key], int | float), key
     assert 0.0 <= out["val_removed"] <= 100.0
     assert 0.0 <= out["test_removed"] <= 100.0
-    assert out["seconds"] > 0
+    assert out["train_seconds"] > 0
     assert out["status"] == "completed"
     assert out["epochs_run"] == 3
-    assert out["params"] == Denoiser(8, 10).n_params()
-    assert out["config"]["hidden_size"] == 8 and out["config"]["epochs"] == 3
+    assert out["n_params"] == Denoiser(8, 10).n_params()
+    assert out["params"]["hidden_size"] == 8 and out["params"]["epochs"] == 3
 
 
 def test_train_without_json_prints_a_summary() -> None:

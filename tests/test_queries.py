@@ -19,9 +19,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import hpo.queries as q
-import hpo.study
 from hpo.objective import progress_steps, pruning_marks, set_user_attrs
 from hpo.storage import open_storage
+from hpo.strategies import PrunerSpec
 from hpo.study import create_study
 from hpo.studyfile import load_study_file
 
@@ -33,10 +33,6 @@ def add(study: optuna.Study, state: TrialState, values: list[float] | None = Non
     study.add_trial(create_trial(state=state, values=values, params={"x": 0.5},
                                  distributions=DIST, user_attrs=attrs or {},
                                  intermediate_values={5: 1.0} if values is None else {}))
-
-
-def test_attr_names_agree_with_hpo_study() -> None:
-    assert (q.SPEC_ATTR, q.BUDGET_ATTR) == (hpo.study.SPEC_ATTR, hpo.study.BUDGET_ATTR)
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
@@ -137,7 +133,7 @@ def test_pruner_is_asked_from_its_warm_up_until_the_last_report(
                                                                          80, 90]
     # Short runs report once per epoch (the last mark reached): each one past the warm-up counts.
     assert sorted(pruning_marks(spec, progress_steps(7).values())) == [40, 50, 70, 80]
-    assert pruning_marks(dataclasses.replace(spec, pruner={"type": "none"}),
+    assert pruning_marks(dataclasses.replace(spec, pruner=PrunerSpec("none")),
                          progress_steps(100).values()) == frozenset()
 
 

@@ -444,7 +444,7 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
 def test_a_trial_that_keeps_dying_is_retried_a_bounded_number_of_times(
         storage_url: str, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hpo.storage, "MAX_RETRY", 2)
+    monkeypatch.setenv("HPO_MAX_RETRY", "2")
     path = study_file(trials=8)
     create(path, storage_url)
     storage = open_storage(storage_url)

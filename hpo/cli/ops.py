@@ -1,24 +1,36 @@
-"""Operational commands registered on the main `hpo` app: dashboard, artifacts, maintenance.
+"""Operational commands: the dashboard, classical baselines, model export, artifact pruning.
 
-Kept apart from hpo/cli.py so each area's commands live beside each other; every command is
-still one thin function over library code.
+Each is one thin function over library code. `baselines` imports scipy inside itself, so that
+the other commands start without it.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, err, friendly, out
-
-ArtifactsOpt = Annotated[str | None, typer.Option(
-    "--artifacts", envvar="HPO_ARTIFACTS", show_envvar=True,
-    help="Artifact directory the workers upload to (shared across machines). Default: "
-         "artifacts/ beside a SQLite database, else storage/artifacts.")]
+from hpo.artifacts import export_model, prune_artifacts, resolve_dir
+from hpo.cli.common import (
+    ArtifactsOpt,
+    JsonOpt,
+    StorageOpt,
+    StudyArg,
+    app,
+    emit_json,
+    open_storage_url,
+    out,
+    warn,
+)
+from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
+from hpo.data import DataConfig
+from hpo.paths import check_output
+from hpo.storage import mask
+from hpo.study import load
 
 artifacts_app = typer.Typer(help="Trial artifacts: each complete trial's picture and model file.",
                             no_args_is_help=True)
@@ -32,7 +44,6 @@ def _say(line: str) -> None:
 
 
 @app.command()
-@friendly
 def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 is this machine "
@@ -41,11 +52,8 @@ def dashboard(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """Browse the studies in optuna-dashboard: history, trials, pictures, model downloads."""
-    from hpo.artifacts import resolve_dir
-    from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
-    from hpo.storage import mask
 
-    url, st = _open(storage)
+    url, st = open_storage_url(storage)
     art = resolve_dir(artifacts, url)
     server = bind(make_app(st, art), host, port)
     mode = journal_mode(url)
@@ -53,32 +61,28 @@ def dashboard(
     _say(f"artifacts: {art if art is not None else 'off (HPO_ARTIFACTS=none)'}"
          + (" (none uploaded yet)" if art is not None and not art.is_dir() else ""))
     if mode is not None and mode != "wal":
-        err.print(f"warning: this SQLite file is in {mode} mode, where the dashboard's reads can "
-                  "make workers wait; databases created by hpo use WAL", highlight=False)
+        warn(f"this SQLite file is in {mode} mode, where the dashboard's reads can make workers "
+             "wait; databases created by hpo use WAL")
     if not is_loopback(host):
-        err.print(f"warning: listening on {host}: anyone who can reach this port can read the "
-                  "studies and delete trials' artifacts (there is no login)", highlight=False)
+        warn(f"listening on {host}: anyone who can reach this port can read the studies and "
+             "delete trials' artifacts (there is no login)")
     _say(f"open {address(host, server.server_port)}   (Ctrl-C stops it)")
     serve(server)
 
 
 @app.command("baselines")
-@friendly
 def baselines_cmd(
     study: Annotated[str | None, typer.Option(
         "--study", help="Use this study's data protocol (from the storage).")] = None,
     storage: StorageOpt = None,
     data_seed: Annotated[int, typer.Option(help="Data seed (ignored with --study).")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""
-    from hpo.baselines import compute_baselines
-    from hpo.data import DataConfig
+    from hpo.baselines import compute_baselines  # scipy: only this command needs it
 
     if study is not None:
-        from hpo.study import load
-
-        cfg = load(study, _open(storage)[1])[1].data_config()
+        cfg = load(study, open_storage_url(storage)[1])[1].data_config()
     else:
         cfg = DataConfig(seed=data_seed)
     rows = compute_baselines(cfg)
@@ -98,7 +102,6 @@ def baselines_cmd(
 
 
 @app.command("export")
-@friendly
 def export_cmd(
     study: StudyArg,
     out: Annotated[Path, typer.Option("--out", help="Where to write the model file.")],
@@ -106,13 +109,11 @@ def export_cmd(
         "--trial", help="Trial number (default: the best complete trial).")] = None,
     storage: StorageOpt = None,
     artifacts: ArtifactsOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Overwrite --out.")] = False,
 ) -> None:
     """Download a trial's model file (the best trial's by default) for `hpo denoise`."""
-    from hpo.artifacts import export_model, resolve_dir
-    from hpo.study import load
-
-    url, st = _open(storage)
+    check_output(out, "--out", overwrite=force)
+    url, st = open_storage_url(storage)
     s, _ = load(study, st)
     t, meta = export_model(s, st, resolve_dir(artifacts, url), trial, out, force)
     score = meta.get("scores", {}).get("val_removed")
@@ -134,23 +135,19 @@ def _size(n: int) -> str:
 
 
 @artifacts_app.command("prune")
-@friendly
 def prune_cmd(
     study: StudyArg,
     keep_top: Annotated[int, typer.Option(
         "--keep-top", min=0, help="Keep the artifacts of the best K trials.")],
     storage: StorageOpt = None,
     artifacts: ArtifactsOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="",
+                                          help="Only say what would go.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove the artifacts of all but the best K finished trials (never running ones)."""
-    from dataclasses import asdict
 
-    from hpo.artifacts import prune_artifacts, resolve_dir
-    from hpo.study import load
-
-    url, st = _open(storage)
+    url, st = open_storage_url(storage)
     s, _ = load(study, st)
     r = prune_artifacts(s, st, resolve_dir(artifacts, url), keep_top, dry_run)
     if as_json:

@@ -3,11 +3,11 @@ trials. Each command is one thin function over library code (hpo.maintenance).""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from hpo.cli import StorageOpt, StudyArg, _open, app, emit_json, friendly
+from hpo.cli.common import JsonOpt, StorageOpt, StudyArg, app, emit_json, open_storage_url
+from hpo.maintenance import fail_stale, retry_failed
+from hpo.study import load
 
 
 def _pairs(pairs: list[tuple[int, int]]) -> str:
@@ -15,21 +15,17 @@ def _pairs(pairs: list[tuple[int, int]]) -> str:
 
 
 @app.command("retry-failed")
-@friendly
 def retry_failed_cmd(
     study: StudyArg,
     storage: StorageOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Re-queue the parameters of every failed trial, once.
 
     Trials already retried (by the workers or an earlier run) and parameters that ran or wait
     elsewhere are skipped.
     """
-    from hpo.maintenance import retry_failed
-    from hpo.study import load
-
-    st = _open(storage)[1]
+    st = open_storage_url(storage)[1]
     s, _ = load(study, st)
     r = retry_failed(s, st)
     if as_json:
@@ -51,23 +47,18 @@ def retry_failed_cmd(
 
 
 @app.command("fail-stale")
-@friendly
 def fail_stale_cmd(
     study: StudyArg,
     storage: StorageOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Mark RUNNING trials whose worker is gone as failed, and re-queue their parameters.
 
     Gone: no heartbeat for HPO_GRACE_PERIOD seconds or, for a trial without heartbeats, a pid on
     this host that no longer exists. Re-queues stop after HPO_MAX_RETRY per trial.
     """
-    from hpo.maintenance import fail_stale
-    from hpo.storage import open_storage, resolve_url
-    from hpo.study import load
-
     # Heartbeat settings on: they carry the grace period and the bounded retry callback.
-    st = open_storage(resolve_url(storage), heartbeat=True)
+    st = open_storage_url(storage, heartbeat=True)[1]
     s, _ = load(study, st)
     r = fail_stale(s, st)
     if as_json:

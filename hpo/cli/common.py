@@ -1,0 +1,116 @@
+"""The app, shared options and output helpers, and the CLI's one error boundary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+import typer.core
+from rich.console import Console
+from rich.markup import escape
+from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
+
+from hpo import env
+from hpo.errors import HpoError
+from hpo.storage import open_storage, resolve_url
+from hpo.study import load
+
+err = Console(stderr=True)
+
+
+def say_error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+# `hpo --help` lists commands in the order a user meets them, not in registration order.
+ORDER = ("train", "denoise", "create", "search", "worker", "studies", "best", "trials",
+         "evaluate", "replay", "export", "dashboard", "baselines", "artifacts", "fail-stale",
+         "retry-failed")
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The one place a user mistake becomes one line and an exit code: a bad flag (typer would
+    draw a framed box), and every HpoError a command raises (a bad file, URL, variable...)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        kw = {"args": args, "prog_name": prog_name, "complete_var": complete_var,
+              "windows_expand_args": windows_expand_args, **extra}
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **kw)
+        try:  # non-standalone: usage errors come back to us instead of being printed
+            rv = super().main(standalone_mode=False, **kw)
+        except UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help was printed
+                sys.exit(0)
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else "hpo"
+            say_error(f"{e.format_message()} (see `{where} --help`)")
+            sys.exit(e.exit_code)
+        except HpoError as e:
+            say_error(str(e))
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int is typer.Exit's code
+
+
+app = typer.Typer(
+    help="Parallel hyperparameter search for an LSTM denoiser on shared Optuna studies.",
+    cls=OneLineErrors,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def out() -> Console:
+    """Tables on stdout; in a pipe or a log, rich would squeeze them into 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def threads_or_env(flag: int | None) -> int:
+    return flag if flag is not None else env.threads()
+
+
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", envvar="HPO_STORAGE", show_envvar=True,
+    help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
+         "Default: sqlite file storage/hpo.db under the current directory.")]
+StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.")]
+# metavar "": a flag takes no value, so its help shows none (typer would print <bool>).
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a "
+                                                                  "table or text.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    min=1, max=1024, help="Torch threads per process. Default: $HPO_THREADS, else 1.")]
+ArtifactsOpt = Annotated[str | None, typer.Option(
+    "--artifacts", envvar="HPO_ARTIFACTS", show_envvar=True,
+    help="Artifact directory the workers upload to (shared across machines). Default: "
+         "artifacts/ beside a SQLite database, else storage/artifacts.")]
+
+
+def open_storage_url(storage: str | None, create: bool = False,
+                     heartbeat: bool = False) -> tuple[str, Any]:
+    url = resolve_url(storage)
+    return url, open_storage(url, create=create, heartbeat=heartbeat)
+
+
+def load_study(name: str, storage: str | None) -> tuple[Any, Any]:
+    return load(name, open_storage_url(storage)[1])

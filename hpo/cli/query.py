@@ -1,0 +1,158 @@
+"""Read-only views of studies (`studies`, `best`, `trials`) and the commands that retrain
+recorded configurations (`evaluate`, `replay`, which import torch inside themselves)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hpo.cli.common import (
+    JsonOpt,
+    StorageOpt,
+    StudyArg,
+    ThreadsOpt,
+    app,
+    emit_json,
+    load_study,
+    open_storage_url,
+    out,
+    threads_or_env,
+)
+from hpo.errors import HpoError
+from hpo.queries import (
+    best_trials,
+    fmt,
+    open_study,
+    parse_state,
+    to_csv,
+    to_json,
+    trial_record,
+    trials_table,
+)
+from hpo.queries import studies as list_studies
+
+FORMATS = ("table", "json", "csv")
+
+
+@app.command()
+def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """List the studies in the storage."""
+    rows = list_studies(open_storage_url(storage)[1])
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title_justify="left")
+    cols = ["name", "directions", "finished", "budget", "running", "failed", "best_value"]
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c]) for c in cols))
+    out().print(table)
+
+
+@app.command()
+def best(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(min=1, help="How many trials.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """The best trials (the Pareto front for two objectives)."""
+    s, metrics = open_study(study, open_storage_url(storage)[1])
+    records = [trial_record(t) for t in best_trials(s, top)]
+    if as_json:
+        emit_json(records)
+        return
+    if not records:
+        raise HpoError(f"study '{study}' has no complete trial yet")
+    out().print(trials_table(f"best of '{study}'", records, metrics))
+
+
+@app.command()
+def trials(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    state: Annotated[str | None, typer.Option(
+        help="Only trials in this state: complete, pruned, fail, running, waiting.")] = None,
+    fmt_: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """All trials of a study, as a table, JSON or CSV."""
+    if fmt_ not in FORMATS:
+        raise HpoError(f"--format: unknown format {fmt_!r}; use table, json or csv")
+    states = parse_state(state)
+    s, spec = load_study(study, storage)
+    records = [trial_record(t) for t in s.get_trials(deepcopy=False, states=states)]
+    if fmt_ == "json":
+        sys.stdout.write(to_json(records) + "\n")
+    elif fmt_ == "csv":
+        sys.stdout.write(to_csv(records, [p.name for p in spec.space], len(spec.metrics)))
+    else:
+        out().print(trials_table(f"trials of '{study}'", records, list(spec.metrics)))
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="How many of the best trials.")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Retrainings per configuration.")
+                     ] = 3,
+    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Processes (default: "
+                                                "one per core).")] = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrain the top configurations on several seeds; report held-out test % removed."""
+    from hpo.evaluate import evaluate_top  # torch
+
+    s, spec = load_study(study, storage)
+    rows = evaluate_top(s, spec, top, seeds, workers, threads_or_env(threads))
+    if as_json:
+        emit_json(rows)
+        return
+    over = f"over {seeds} seeds" if seeds > 1 else "one seed"
+    table = Table(title=f"'{study}': held-out test, {over}", title_justify="left")
+    for c in ("#", "params", "search val %", "val %", "test %", "train s", "cpu s"):
+        table.add_column(c, no_wrap=c != "params")
+    for r in rows:
+        table.add_row(str(r["number"]), _params(r["params"]), f"{r['search_value']:.2f}",
+                      _pm(r["val_mean"], r["val_std"], seeds),
+                      _pm(r["test_mean"], r["test_std"], seeds),
+                      f"{r['train_seconds']:.1f}", f"{r['cpu_seconds']:.1f}")
+    out().print(table)
+    typer.echo("train s: wall seconds per seed; cpu s: CPU seconds per seed (lower than wall "
+               "when other processes share the cores)")
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in params.items())
+
+
+@app.command("replay")
+def replay_cmd(
+    study: StudyArg,
+    trial: Annotated[int, typer.Argument(min=0, help="Trial number.")],
+    storage: StorageOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrain one complete trial from its recorded seeds; exit 1 if the scores differ."""
+    from hpo.evaluate import replay  # torch
+
+    s, spec = load_study(study, storage)
+    r = replay(s, spec, trial, threads_or_env(threads))
+    if as_json:
+        emit_json(r)
+    else:
+        typer.echo(f"trial {trial} {r['params']}: recorded {r['recorded']}, replayed "
+                   f"{r['replayed']} -> {'identical' if r['identical'] else 'DIFFERENT'}")
+    if not r["identical"]:
+        raise typer.Exit(1)

@@ -1,0 +1,118 @@
+"""`hpo create`, `hpo search` and `hpo worker`: making a study and running its trials.
+
+`create` and `search` validate the whole study file (by constructing what workers construct)
+before the storage is opened, and create the study atomically; a SQLite file that a failed
+creation made is removed again. `search` itself trains nothing and never imports torch; the
+workers it starts do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hpo import resources
+from hpo.cli.common import (
+    StorageOpt,
+    StudyArg,
+    ThreadsOpt,
+    app,
+    err,
+    out,
+    say_error,
+    threads_or_env,
+    warn,
+)
+from hpo.queries import best_trials, trial_record, trials_table
+from hpo.search import log_dir, next_steps, supervise
+from hpo.spec import StudySpec
+from hpo.storage import mask, open_storage, resolve_url, undo_new_sqlite_file
+from hpo.study import Creation, ensure_study
+from hpo.studyfile import load_study_file, memory_estimate
+
+StudyFileArg = Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")]
+TrialsOpt = Annotated[int | None, typer.Option(
+    min=1, max=10**9, help="Budget of the whole study (finished trials, all workers, all runs).")]
+
+
+def _create(spec: StudySpec, storage: str | None, trials: int | None) -> tuple[str, Creation]:
+    url = resolve_url(storage)
+    with undo_new_sqlite_file(url):
+        creation = ensure_study(spec, open_storage(url, create=True, heartbeat=False), trials)
+    if creation.message:
+        warn(creation.message)
+    return url, creation
+
+
+@app.command()
+def create(study_file: StudyFileArg, storage: StorageOpt = None, trials: TrialsOpt = None
+           ) -> None:
+    """Create the study (idempotent) so that workers anywhere can join it."""
+    url, c = _create(load_study_file(study_file), storage, trials)
+    typer.echo(f"study '{c.study.study_name}' {'created' if c.created else 'ready'} on "
+               f"{mask(url)} (budget {c.budget} trials)")
+
+
+@app.command()
+def search(
+    study_file: StudyFileArg,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (capped "
+                                                     "by its memory and cores).")] = 2,
+    trials: TrialsOpt = None,
+    storage: StorageOpt = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0, max=10 * 365 * 86400, help="Start no new trial after this many seconds.")] = None,
+    threads: ThreadsOpt = None,
+    top: Annotated[int, typer.Option(min=1, help="Best trials to print at the end.")] = 5,
+) -> None:
+    """Run a parallel search: create the study once, start workers, show progress."""
+    spec = load_study_file(study_file)  # every check that needs no storage comes first
+    workers, capped = resources.worker_cap(workers, memory_estimate(spec).bytes)
+    url, c = _create(spec, storage, trials)
+    if capped:
+        warn(capped)
+    console = Console(stderr=True)
+    outcome = supervise(c.study, url, workers, threads_or_env(threads), log_dir(url), timeout,
+                        console)
+    records = [trial_record(t) for t in best_trials(c.study, top)]
+    if records:
+        out().print(trials_table(f"best trials of '{c.study.study_name}'", records,
+                                 list(spec.metrics)))
+    typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
+    for line in outcome.worker_errors:
+        say_error(line)
+    if outcome.interrupted:
+        typer.echo("interrupted: run the same command again to resume toward the budget")
+        raise typer.Exit(130)
+    if outcome.worker_errors:
+        raise typer.Exit(1)
+    if records:
+        typer.echo(next_steps(c.study.study_name, storage))
+
+
+@app.command()
+def worker(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    threads: ThreadsOpt = None,
+    worker_index: Annotated[int | None, typer.Option(
+        min=0, help="Seeds this worker's sampler (hpo search numbers its workers 0..N-1).")
+    ] = None,
+) -> None:
+    """Join an existing study from any machine; stop when its budget is reached."""
+    import logging
+
+    from hpo.worker import run_worker  # torch: only a worker trains
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        s = run_worker(resolve_url(storage), study, worker_index=worker_index,
+                       threads=threads_or_env(threads))
+    except KeyboardInterrupt:
+        err.print("worker interrupted; its running trial was failed and re-queued")
+        raise typer.Exit(130) from None
+    typer.echo(f"worker done: {s.completed} complete, {s.pruned} pruned, {s.failed} failed"
+               + ("; stopped because its `hpo search` is gone" if s.interrupted else ""))

@@ -1,0 +1,43 @@
+"""Output paths checked before any work starts: a directory, an unwritable place, or the input
+itself are refused with one line naming the flag, before a model trains or a file is read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from hpo.errors import HpoError
+
+
+class PathError(HpoError):
+    """An output path that cannot be written."""
+
+
+def check_output(path: Path, flag: str, inputs: Iterable[Path] = (), *,
+                 overwrite: bool = True) -> Path:
+    """Returns `path` if a file can be written there; raises PathError naming `flag`."""
+    if path.is_dir():
+        raise PathError(f"{flag} {path} is a directory; give a file path, e.g. {path}/out")
+    for source in inputs:
+        if source.exists() and path.exists() and os.path.samefile(source, path):
+            raise PathError(f"{flag} {path} is the input file itself; write to another path so "
+                            "the input is kept")
+    if path.exists():
+        if not overwrite:
+            raise PathError(f"{flag} {path} already exists; remove it, choose another path or "
+                            "pass --force")
+        if not os.access(path, os.W_OK):
+            raise PathError(f"{flag} {path} is not writable; choose another path")
+        return path
+    parent = path.absolute().parent
+    ancestor = parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PathError(f"{flag} {path}: {ancestor} is a file, not a directory; choose another "
+                        "path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PathError(f"{flag} {path}: cannot create files in {ancestor} (permission "
+                        "denied); choose another path")
+    return path
