@@ -35,7 +35,7 @@ def check_fields(cfg: Any, rules: dict[str, tuple[float, float, bool]]) -> None:
                 want is int and not isinstance(value, int)):
             raise ConfigValueError(f.name, f"must be {'an integer' if want is int else 'a number'}"
                                    f", got {value!r}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # ints: no float() overflow
             raise ConfigValueError(f.name, f"must be finite, got {value!r}")
         if value < lo or (value == lo and not inclusive) or value > hi:
             op = ">=" if inclusive else ">"
@@ -67,6 +67,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, self.RULES)
-        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+        if not isinstance(self.device, str) or (
+                self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps"))):
             raise ConfigValueError("device", f"unknown device {self.device!r}; use auto, cpu "
                                    "or cuda")
