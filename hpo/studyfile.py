@@ -189,7 +189,10 @@ class _Parser:
 
     def value(self, v: Any, key: str, kind: Any) -> Any:
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:
+                raise self.fail(key, f"{v} is too large for a number") from None
         if kind in (int, float) and isinstance(v, bool) or not isinstance(v, kind):
             raise self.fail(key, f"must be {_TYPE_NAMES.get(kind, kind)}, got {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
