@@ -117,6 +117,11 @@ class PrunerSpec:
     def build(self) -> optuna.pruners.BasePruner:
         cls = getattr(optuna.pruners, self.CLASSES[self.kind])
         pruner: optuna.pruners.BasePruner = cls(**dict(self.options))
+        if self.kind == "hyperband":
+            # HyperbandPruner checks min_resource and reduction_factor only when a trial first
+            # reports (then a ZeroDivisionError for 0 or 1); its brackets' constructor checks now.
+            optuna.pruners.SuccessiveHalvingPruner(**{
+                k: v for k, v in self.options.items() if k in ("min_resource", "reduction_factor")})
         return pruner
 
     @property
