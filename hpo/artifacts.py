@@ -38,6 +38,7 @@ DASHBOARD_PREFIX = "dashboard:artifacts:"  # files uploaded from the dashboard's
 ARTIFACT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MODEL_SUFFIX = "-model.pt"
 PICTURE_SUFFIX = "-curves.png"
+CURVES_SUFFIX = "-curves.json"  # every epoch's validation score and training loss
 
 
 class ArtifactError(HpoError):

@@ -66,7 +66,8 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
 - **Objective**: {objective}.
 - **Intermediate values**: the dashboard's "Step" axis is the **percent of each trial's own
   schedule** (10, 20, ..., 100), not an epoch number: trials of different lengths compare at equal
-  progress. Each trial's epoch-by-epoch validation curve is in its picture and `val_curve`.
+  progress. Each trial's learning curve is in its picture, its `learning_curve` attr (21 points)
+  and its `-curves.json` artifact (every epoch).
 
 **Score**: percent of noise removed, `100 * (1 - sum|clean - output| / sum|clean - noisy|)`
 (0 when negative), over every point of every validation curve; objective: {objective};

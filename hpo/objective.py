@@ -34,8 +34,11 @@ from hpo.uploads import upload_trial_artifacts
 # check a read of the study's new and unfinished trials (2 and 6 ms of CPU on SQLite); at every
 # 5 % they were the largest part of a 100-epoch trial's coordination overhead. Every 10 % a trial
 # is pruned at most 5 % of its schedule later than it could have been; studies begun with 5 %
-# reports still compare, their marks include these. `val_curve` keeps every epoch's score.
+# reports still compare, their marks include these.
 REPORT_EVERY = 10
+# A trial's learning curve is kept in its user attrs at this many points at most (every
+# trial query and `optuna best-trial` prints user attrs); the full curves are an artifact.
+CURVE_POINTS = 21
 
 
 @dataclass
@@ -102,6 +105,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
         "seeds": seeds, "host": host.rsplit(":", 1)[0], "pid": os.getpid(),
         "torch": str(torch.__version__), "device": str(resolve_device("auto")),
         "threads": threads,
+        "steps": "intermediate values are reported at 10, 20, ..., 100 percent of this trial's "
+                 "own schedule (the dashboard's 'Step'), not at epoch numbers",
     }
     set_user_attrs(trial, attrs, call, "record the trial's setup")
 
@@ -127,8 +132,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
             if res.status == "diverged":
                 break
     except optuna.TrialPruned as e:
-        _record(trial, call, {"val_curve": curve, "epochs_run": len(curve),
-                              "pruned_at_epoch": len(curve), "reason": str(e)})
+        _record(trial, call, {"learning_curve": compact_curve(curve, None), "epochs_run":
+                              len(curve), "pruned_at_epoch": len(curve), "reason": str(e)})
         return Outcome(TrialState.PRUNED, None, str(e).removeprefix("pruned "))
 
     first = results[0]
@@ -136,8 +141,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     seconds = sum(res.seconds for res in results) / len(results)
     cpu = sum(res.cpu_seconds for res in results) / len(results)
     record = {
-        "val_curve": first.val_curve if first.status != "diverged" else curve,
-        "loss_curve": [round(x, 6) if math.isfinite(x) else str(x) for x in first.loss_curve],
+        "learning_curve": compact_curve(first.val_curve if first.status != "diverged" else curve,
+                                        first.loss_curve),
         "epochs_run": first.epochs_run, "n_params": first.model.n_params(),
         "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
         "val_removed_per_seed": [round(v, 4) for v in vals],
@@ -159,6 +164,20 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     values = [measured[m] for m in spec.metrics]  # by name: the study's order, not ours
     return Outcome(TrialState.COMPLETE, values,
                    f"{mean:.2f} % {params} ({seconds:.1f} s per seed)")
+
+
+def compact_curve(val: list[float], loss: list[float] | None) -> dict[str, list[Any]]:
+    """At most CURVE_POINTS evenly spaced epochs (the first and last always) of the validation
+    score and the training loss; non-finite losses are kept as strings ("inf", "nan")."""
+    n = len(val)
+    picks = sorted({round(i * (n - 1) / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)}
+                   ) if n else []
+    out: dict[str, list[Any]] = {"epoch": [i + 1 for i in picks],
+                                 "val_removed": [round(val[i], 3) for i in picks]}
+    if loss is not None:
+        out["train_loss"] = [float(f"{loss[i]:.4g}") if math.isfinite(loss[i]) else str(loss[i])
+                             for i in picks if i < len(loss)]
+    return out
 
 
 def _record(trial: optuna.Trial, call: Callable[..., Any], attrs: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 # (module, attribute path) of every private name used below.
 PRIVATE: tuple[tuple[str, str], ...] = (
@@ -38,6 +38,7 @@ PRIVATE: tuple[tuple[str, str], ...] = (
     ("optuna.storages._rdb.storage", "_create_scoped_session"),
     ("optuna.storages._rdb.storage", "RDBStorage._set_trial_attr_without_commit"),
     ("optuna.storages._rdb.storage", "RDBStorage._get_prepared_new_trial"),
+    ("optuna.storages._rdb.storage", "RDBStorage._create_new_trial"),
     ("optuna.storages._rdb.storage", "RDBStorage._get_stale_trial_ids"),
     ("optuna.storages._cached_storage", "_CachedStorage"),
     ("optuna.trial._trial", "Trial._cached_frozen_trial"),
@@ -103,6 +104,32 @@ def artifact_dir(store: optuna.artifacts.FileSystemArtifactStore) -> Path:
 
 
 # --- writes -----------------------------------------------------------------------------------
+
+
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """RDBStorage that gives a trial its first heartbeat the moment it becomes RUNNING.
+
+    Optuna only declares a trial stale once it has a heartbeat row. A worker that dies (or loses
+    the database) inside `study.ask()`, before its heartbeat thread starts, would otherwise leave
+    a RUNNING trial that nothing ever fails, and the study would never reach its budget. The
+    hook is `_create_new_trial`, because Optuna's storage cache (which every Study uses) calls
+    that, not the public `create_new_trial`.
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None
+                          ) -> FrozenTrial:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if self.heartbeat_interval and (template_trial is None
+                                        or template_trial.state == TrialState.RUNNING):
+            self.record_heartbeat(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
+            self.record_heartbeat(trial_id)  # a WAITING (enqueued or retried) trial popped
+        return changed
 
 
 @contextlib.contextmanager

@@ -13,18 +13,19 @@ import copy
 import logging
 import sqlite3
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from hpo import env
 from hpo.errors import StorageError
+from hpo.optuna_api import HeartbeatStorage
 
 DEFAULT_DIR = Path("storage")
 DEFAULT_DB = "hpo.db"
@@ -145,29 +146,6 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         attempt = copy.deepcopy(trial)  # the parent mutates system_attrs' retry_history list
         attempt.user_attrs = {RETRY_OF_ATTR: trial.number}
         super().__call__(study, attempt)
-
-
-class HeartbeatStorage(optuna.storages.RDBStorage):
-    """RDBStorage that gives a trial its first heartbeat the moment it becomes RUNNING.
-
-    Optuna only declares a trial stale once it has a heartbeat row. A worker that dies (or loses
-    the database) inside `study.ask()`, before its heartbeat thread starts, would otherwise leave
-    a RUNNING trial that nothing ever fails, and the study would never reach its budget.
-    """
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
-        if self.heartbeat_interval and (template_trial is None
-                                        or template_trial.state == TrialState.RUNNING):
-            self.record_heartbeat(trial_id)
-        return trial_id
-
-    def set_trial_state_values(self, trial_id: int, state: TrialState,
-                               values: Sequence[float] | None = None) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
-            self.record_heartbeat(trial_id)  # a WAITING (enqueued or retried) trial popped
-        return changed
 
 
 def open_storage(url: str, *, create: bool = False, heartbeat: bool = True

@@ -10,7 +10,9 @@ workers import it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import tempfile
 import time
 import uuid
@@ -21,6 +23,7 @@ from typing import Any
 import optuna
 
 from hpo.artifacts import (
+    CURVES_SUFFIX,
     ENV,
     MODEL_SUFFIX,
     PICTURE_SUFFIX,
@@ -111,7 +114,12 @@ def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig
                                       result.val_curve, result.loss_curve, title))
         model = save_model(Path(tmp) / f"{stem}{MODEL_SUFFIX}", result.model, train_cfg, data,
                            {"val_removed": score})
-        for key, path in (("artifact_picture", picture), ("artifact_model", model)):
+        curves = Path(tmp) / f"{stem}{CURVES_SUFFIX}"
+        curves.write_text(json.dumps({
+            "epoch": list(range(1, len(result.val_curve) + 1)), "val_removed": result.val_curve,
+            "train_loss": [x if math.isfinite(x) else str(x) for x in result.loss_curve]}))
+        for key, path in (("artifact_picture", picture), ("artifact_model", model),
+                          ("artifact_curves", curves)):
             out[key] = call(lambda p=path: _upload(store, store_dir, trial, p),
                             f"upload {path.name}")
     return out

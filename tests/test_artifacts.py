@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from PIL import Image
 from typer.testing import CliRunner
 
+import hpo.uploads
 from hpo import objective
 from hpo.artifacts import (
     ENV,
@@ -122,11 +123,15 @@ def test_each_complete_trial_uploads_its_picture_and_model(searched: dict[str, A
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 3 and sorted(p.name for p in store.iterdir()) == sorted(
         [t.user_attrs["artifact_picture"] for t in trials]
-        + [t.user_attrs["artifact_model"] for t in trials])
+        + [t.user_attrs["artifact_model"] for t in trials]
+        + [t.user_attrs["artifact_curves"] for t in trials])
     for t in trials:
         metas = {m.filename: m for m in optuna.artifacts.get_all_artifact_meta(
             t, storage=study._storage)}
         png, pt = metas[f"trial-{t.number}-curves.png"], metas[f"trial-{t.number}-model.pt"]
+        curves = json.loads((store / t.user_attrs["artifact_curves"]).read_text())
+        assert len(curves["val_removed"]) == t.user_attrs["epochs_run"] == curves["epoch"][-1]
+        assert round(curves["val_removed"][-1], 3) == t.user_attrs["learning_curve"]["val_removed"][-1]
         assert png.mimetype == "image/png" and png.artifact_id == t.user_attrs["artifact_picture"]
         assert pt.artifact_id == t.user_attrs["artifact_model"]
         with Image.open(store / png.artifact_id) as im:
@@ -191,7 +196,8 @@ def test_artifacts_setting_points_at_a_shared_directory(
     t = study.trials[0]
     assert t.state == TrialState.COMPLETE
     assert {p.name for p in shared.iterdir()} == {t.user_attrs["artifact_picture"],
-                                                  t.user_attrs["artifact_model"]}
+                                                  t.user_attrs["artifact_model"],
+                                                  t.user_attrs["artifact_curves"]}
     assert not (tmp_path / "artifacts").exists()  # not beside the SQLite file
     monkeypatch.delenv(ENV)
     r = invoke("export", study.study_name, "--storage", storage_url, "--artifacts", shared,
@@ -203,13 +209,24 @@ def test_artifacts_setting_points_at_a_shared_directory(
     assert trial_artifacts(study._storage, study.trials[0]) == []
 
 
-def test_an_unusable_store_is_an_error_that_names_the_fix(
-        tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unusable_store_costs_no_result_and_names_the_fix(
+        tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Results first: trained trials keep their values when uploads fail; the failure is
+    recorded on each trial and logged once."""
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(ENV, str(tmp_path / "a-file" / "artifacts"))
-    with pytest.raises(ArtifactError, match=f"cannot create it .*set {ENV} to a writable"):
-        run_study(study_file(**{**LEARNS, "sampler": {"type": "random"}}),
-                  f"sqlite:///{tmp_path / 'hpo.db'}", 1)
+    hpo.uploads._warned.clear()
+    with caplog.at_level("WARNING", logger="hpo.worker"):
+        study = run_study(study_file(**{**LEARNS, "sampler": {"type": "random"}}),
+                          f"sqlite:///{tmp_path / 'hpo.db'}", 2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for t in study.trials:
+        assert t.value is not None and round(t.value, 4) == t.user_attrs["model_val_removed"]
+        assert "cannot create it" in t.user_attrs["artifact_error"]
+        assert f"set {ENV} to a writable" in t.user_attrs["artifact_error"]
+    warnings = [r for r in caplog.records if "artifacts not uploaded" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
 
 
 # --- prune --------------------------------------------------------------------------------------

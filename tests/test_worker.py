@@ -1,0 +1,101 @@
+"""hpo.worker as a unit: its supervisor watch (a killed `hpo search` leaves no worker running
+unattended and no trial RUNNING, and loses no trained result), values told by metric name, and
+its retry wrapper. Real processes where the behaviour is about processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from searchprocs import SECONDS_STUDY, by_state, mid_trial, peek_trials, running_search, wait_until
+
+import hpo.worker
+from hpo.retrying import WorkerError
+from hpo.storage import open_storage
+from hpo.study import create_study, load
+from hpo.studyfile import load_study_file
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_supervisor_leaves_finished_trials_and_no_running_worker(
+        study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path = study_file(**{**SECONDS_STUDY, "trials": 12})
+    name = load_study_file(path).name
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    with running_search(path, tmp_path, "--workers", "2", url=url) as search:
+        running = wait_until(lambda: mid_trial(url, name, 0.2, 3.0), 120, "a trial mid-way")
+        workers = wait_until(lambda: search.note_workers() or None, 30, "the workers")
+        killed_at = time.monotonic()
+        os.kill(search.proc.pid, signal.SIGKILL)  # the supervisor: no chance to forward a signal
+        search.proc.wait(10)
+        wait_until(lambda: not any(_alive(p) for p in workers) or None, 120,
+                   "the workers to stop after their supervisor died")
+        stopped_after = time.monotonic() - killed_at
+    trials = peek_trials(url, name)
+    assert not by_state(trials, TrialState.RUNNING), [(t.number, t.state) for t in trials]
+    after = next(t for t in trials if t.number == running.number)
+    assert after.state == TrialState.COMPLETE  # the trial in training was finished, not thrown away
+    assert len(by_state(trials, TrialState.COMPLETE)) < 12  # they stopped instead of going on
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "is gone; stopping at this safe point" in logs
+    assert "Traceback" not in logs
+    assert stopped_after < 60
+
+
+def test_values_are_told_by_metric_name(tmp_path: Path, study_file: Callable[..., Path],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """[objective] metric = "train_seconds" stores training seconds; a swapped pair is stored
+    in the study's order, whatever order the objective measures them in."""
+    monkeypatch.setenv("HPO_ARTIFACTS", "none")
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    for metrics, directions in ((("train_seconds",), ["minimize"]),
+                                (("train_seconds", "val_removed"), ["minimize", "maximize"]),
+                                (("val_removed", "train_seconds"), ["maximize", "minimize"])):
+        objective = {"metric": metrics[0], **({"second": metrics[1]} if len(metrics) > 1 else {})}
+        path = study_file(trials=1, objective=objective, sampler={"type": "random"})
+        spec = load_study_file(path)
+        assert spec.directions == directions
+        create_study(spec, open_storage(url, create=True))
+        summary = hpo.worker.run_worker(url, spec.name, worker_index=0)
+        assert summary.completed == 1
+        study, _ = load(spec.name, open_storage(url, heartbeat=False))
+        t = study.trials[0]
+        measured = {"train_seconds": t.user_attrs["train_seconds"],
+                    "val_removed": sum(t.user_attrs["val_removed_per_seed"]) / len(
+                        t.user_attrs["val_removed_per_seed"])}
+        assert t.values == pytest.approx([measured[m] for m in metrics], abs=1e-3)
+        assert [d.name.lower() for d in study.directions] == directions
+
+
+def test_retry_gives_up_with_one_line_after_its_patience(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    import sqlalchemy
+
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server gone"))
+
+    with pytest.raises(WorkerError, match="storage unreachable for 1 s while trying to count"):
+        hpo.worker.retry(down, "count", patience=1.0)
+    assert len(calls) >= 2  # it did retry before giving up
+    hpo.worker.STOP.reset()
+    hpo.worker.STOP.count = 1  # Ctrl-C meanwhile: no waiting out the outage
+    with pytest.raises(KeyboardInterrupt):
+        hpo.worker.retry(down, "count", patience=60.0)
+    hpo.worker.STOP.reset()
