@@ -1,0 +1,142 @@
+"""hpo.paths.check_output: output paths refused before any work starts.
+
+A directory, the input file itself (also through a link), a parent that is a file, an existing
+file without overwrite, and unwritable places are refused with one line naming the flag; a new
+file, a missing parent (created later) and an overwritable file are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from hpo.errors import HpoError
+from hpo.paths import PathError, check_output
+
+not_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                             reason="root may write anywhere; permissions cannot be tested")
+
+
+def _refused(path: Path, inputs: Iterable[Path] = (), *, overwrite: bool = True) -> str:
+    with pytest.raises(PathError) as info:
+        check_output(path, "--out", inputs, overwrite=overwrite)
+    text = str(info.value)
+    assert text.startswith(f"--out {path}")
+    assert "\n" not in text
+    return text
+
+
+def test_path_error_is_an_hpo_error() -> None:
+    assert issubclass(PathError, HpoError)
+
+
+def test_new_file_in_an_existing_directory(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    assert check_output(out, "--out") == out
+    assert not out.exists()  # checking creates nothing
+
+
+def test_missing_parents_are_fine(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "c" / "out.csv"
+    assert check_output(out, "--out") == out
+    assert not (tmp_path / "a").exists()
+
+
+def test_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert check_output(Path("out.csv"), "--out") == Path("out.csv")
+    assert check_output(Path("sub/out.csv"), "--out") == Path("sub/out.csv")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    assert "is a directory" in _refused(tmp_path)
+    (tmp_path / "d").mkdir()
+    assert "is a directory" in _refused(tmp_path / "d", overwrite=False)
+
+
+def test_the_input_itself_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "signals.csv"
+    src.write_text("1,2,3\n")
+    other = tmp_path / "other.csv"
+    other.write_text("4\n")
+    assert "input file itself" in _refused(src, [other, src])
+    assert src.read_text() == "1,2,3\n"
+    assert check_output(other, "--out", [src]) == other  # another existing file is fine
+
+
+def test_the_input_through_a_link_or_relative_path(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "signals.csv"
+    src.write_text("1\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(src)
+    hard = tmp_path / "hard.csv"
+    os.link(src, hard)
+    assert "input file itself" in _refused(link, [src])
+    assert "input file itself" in _refused(hard, [src])
+    monkeypatch.chdir(tmp_path)
+    assert "input file itself" in _refused(Path("signals.csv"), [src])
+
+
+def test_missing_inputs_are_ignored(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    assert check_output(out, "--out", [tmp_path / "missing.csv"]) == out
+    out.write_text("x")
+    assert check_output(out, "--out", [tmp_path / "missing.csv"]) == out
+
+
+def test_parent_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert "is a file, not a directory" in _refused(f / "out.csv")
+    assert str(f) in _refused(f / "deeper" / "out.csv")
+
+
+def test_existing_file_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("keep")
+    text = _refused(out, overwrite=False)
+    assert "already exists" in text
+    assert "--force" in text
+    assert out.read_text() == "keep"
+    assert check_output(out, "--out") == out  # overwrite is the default
+    assert check_output(out, "--out", overwrite=True) == out
+
+
+def test_the_flag_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PathError, match=r"^--plot "):
+        check_output(tmp_path, "--plot")
+
+
+@not_root
+def test_unwritable_file(tmp_path: Path) -> None:
+    out = tmp_path / "ro.csv"
+    out.write_text("x")
+    out.chmod(0o444)
+    assert "not writable" in _refused(out)
+
+
+@not_root
+def test_unwritable_directory(tmp_path: Path) -> None:
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        assert "permission denied" in _refused(d / "out.csv")
+        assert "permission denied" in _refused(d / "sub" / "out.csv")
+    finally:
+        d.chmod(0o755)
+
+
+def test_unwritable_places_whatever_the_user(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusals as above, with os.access saying no (so they run as root too)."""
+    out = tmp_path / "out.csv"
+    out.write_text("x")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert "not writable" in _refused(out)
+    assert "permission denied" in _refused(tmp_path / "new.csv")
+    assert "permission denied" in _refused(tmp_path / "sub" / "new.csv")
