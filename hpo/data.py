@@ -1,4 +1,4 @@
-"""Noisy sums of sines: the data of the exercise (see shared/protocol.md).
+"""Noisy sums of sines: the data of the exercise (see docs/protocol.md).
 
 Every curve is a sum of K ~ U{1..max_sines} sines a*sin(pi*f*x + o) on linspace(0, x_max,
 length), plus Gaussian noise whose standard deviation is noise_ratio * (max - min) of that clean

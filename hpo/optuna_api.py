@@ -42,6 +42,7 @@ PRIVATE: tuple[tuple[str, str], ...] = (
     ("optuna.storages._rdb.storage", "RDBStorage._get_stale_trial_ids"),
     ("optuna.storages._cached_storage", "_CachedStorage"),
     ("optuna.trial._trial", "Trial._cached_frozen_trial"),
+    ("optuna.study.study", "_SYSTEM_ATTR_METRIC_NAMES"),
     ("optuna_dashboard._note", "note_ver_key"),
     ("optuna_dashboard._note", "split_body"),
 )
@@ -165,6 +166,13 @@ def note_attrs(body: str) -> dict[str, Any]:
     from optuna_dashboard._note import note_ver_key, split_body
 
     return {note_ver_key(None): 1, **split_body(body, None)}
+
+
+def metric_names_attrs(names: Sequence[str]) -> dict[str, Any]:
+    """The study system attr Study.set_metric_names writes (the dashboard's axis labels)."""
+    from optuna.study.study import _SYSTEM_ATTR_METRIC_NAMES
+
+    return {_SYSTEM_ATTR_METRIC_NAMES: list(names)}
 
 
 def create_study_atomically(rdb: optuna.storages.RDBStorage, name: str,

@@ -264,29 +264,41 @@ def to_csv(records: list[dict[str, Any]], params: list[str] | None = None,
     return buf.getvalue()
 
 
-def fmt(v: Any) -> str:
+def fmt(v: Any, kind: str = "") -> str:
+    """One rounding rule for every table: percents to 2 decimals, seconds to 1, other floats
+    to 4 significant digits."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+        if math.isnan(v):
+            return "nan"
+        if kind in ("val_removed", "percent"):
+            return f"{v:.2f}"
+        if kind in ("train_seconds", "cpu_seconds", "seconds"):
+            return f"{v:.1f}"
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
 
 
-SHORT = {"val_removed": "val %", "train_seconds": "train s", "hidden_size": "hidden",
-         "batch_size": "batch", "train_curves": "curves", "weight_decay": "wd",
-         "grad_clip": "clip", "epochs run": "ran"}
+SHORT = {"val_removed": "val %", "train_seconds": "train s", "cpu_seconds": "cpu s",
+         "hidden_size": "hidden", "batch_size": "batch", "train_curves": "curves",
+         "weight_decay": "wd", "grad_clip": "clip", "epochs_run": "ran"}
 
 
 def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) -> Table:
+    """Trials as a table: train s is wall seconds per seed, cpu s its CPU seconds (they differ
+    when other processes share the cores)."""
     params = sorted({k for r in records for k in r["params"]})
     table = Table(title=title, title_justify="left")
+    extra = ["epochs_run", *(c for c in ("train_seconds", "cpu_seconds") if c not in metrics)]
     # Short headers keep the table readable in an 80-column terminal or a pipe.
-    for col in ["#", "state", *metrics, *params, "epochs run", "s/seed"]:
+    for col in ["#", "state", *metrics, *params, *extra]:
         table.add_column(SHORT.get(col, col), justify="right" if col != "state" else "left",
                          no_wrap=True)
     for r in records:
         values = r["values"] or [None] * len(metrics)
-        table.add_row(str(r["number"]), r["state"], *(fmt(v) for v in values),
+        table.add_row(str(r["number"]), r["state"], *(fmt(v, m) for v, m in zip(
+                          values, metrics, strict=False)),
                       *(fmt(r["params"].get(p)) for p in params),
-                      fmt(r.get("epochs_run")), fmt(r.get("train_seconds")))
+                      *(fmt(r.get(c), c) for c in extra))
     return table

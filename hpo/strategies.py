@@ -9,7 +9,6 @@ Optuna's constructors refuse is refused then, with Optuna's own reason.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +29,6 @@ class BudgetGridSampler(optuna.samplers.GridSampler):
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         return None
-
-
-def grid_of(space: Sequence[Any]) -> list[dict[str, Any]]:
-    """Every point of a finite space (each Param's grid()), in Optuna's product order."""
-    names = [p.name for p in space]
-    return [dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(p.grid() or [] for p in space))]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from hpo import optuna_api
 from hpo.errors import StorageError, StudyMismatchError
-from hpo.spec import StudySpec
+from hpo.spec import METRIC_LABELS, StudySpec
 from hpo.storage import first_line, mask, sqlite_path, study_names
 
 SPEC_ATTR = "hpo:spec"
@@ -65,8 +65,6 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 def summary_line(spec: StudySpec) -> str:
     """What is tuned and how, in one line, for the dashboard's first screen."""
-    from hpo.spec import METRIC_LABELS
-
     space = ", ".join(p.name for p in spec.space)
     goal = " and ".join(f"{spec.directions[i]} {METRIC_LABELS[m]}"
                         for i, m in enumerate(spec.metrics))
@@ -122,7 +120,8 @@ def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) ->
         rdb, spec.name, [StudyDirection[d.upper()] for d in spec.directions],
         {SPEC_ATTR: json.loads(json.dumps(spec.to_dict())), BUDGET_ATTR: budget,
          SUMMARY_ATTR: summary_line(spec)},
-        optuna_api.note_attrs(note), waiting)
+        {**optuna_api.note_attrs(note),
+         **optuna_api.metric_names_attrs([METRIC_LABELS[m] for m in spec.metrics])}, waiting)
 
 
 def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) -> Creation:
@@ -141,6 +140,8 @@ def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) ->
         raise StudyMismatchError(f"study '{spec.name}' has directions "
                                  f"{[d.name.lower() for d in study.directions]}, the file "
                                  f"{spec.directions}; use a new study name")
+    if study.metric_names is None:  # a study made before hpo named its objectives
+        study.set_metric_names([METRIC_LABELS[m] for m in spec.metrics])
     current = int(study.user_attrs.get(BUDGET_ATTR) or old.trials)
     message = None
     if trials is not None:

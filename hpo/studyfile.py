@@ -359,6 +359,9 @@ class _Parser:
                                 f"each trial's schedule (10, 20, ..., {MAX_STEP})")
         if p.get("min_resource", 1) > p.get("max_resource", MAX_STEP):
             raise self.fail("pruner.min_resource", "must not exceed max_resource")
+        if kind == "percentile" and "percentile" not in p:
+            raise self.fail("pruner.percentile", "missing; e.g. percentile = 25.0 (prune trials "
+                            "below the 25th percentile)")
         if not 0 < p.get("percentile", 50.0) < 100:
             raise self.fail("pruner.percentile", "must be between 0 and 100")
         return PrunerSpec(kind, p)

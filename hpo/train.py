@@ -1,6 +1,6 @@
 """The training loop of the exercise; it knows nothing of Optuna.
 
-Defaults are the protocol's (shared/protocol.md): Adam at lr 0.01, cosine annealing over the run's
+Defaults are the protocol's (docs/protocol.md): Adam at lr 0.01, cosine annealing over the run's
 epochs, MSE against the clean curve, batches of 10 curves taken in order, validation after every
 epoch. A caller watches the run through `on_epoch`, which may return True to stop early or raise
 (a search raises its own "pruned" exception there and catches it itself).

@@ -131,7 +131,8 @@ def test_each_complete_trial_uploads_its_picture_and_model(searched: dict[str, A
         png, pt = metas[f"trial-{t.number}-curves.png"], metas[f"trial-{t.number}-model.pt"]
         curves = json.loads((store / t.user_attrs["artifact_curves"]).read_text())
         assert len(curves["val_removed"]) == t.user_attrs["epochs_run"] == curves["epoch"][-1]
-        assert round(curves["val_removed"][-1], 3) == t.user_attrs["learning_curve"]["val_removed"][-1]
+        compact = t.user_attrs["learning_curve"]
+        assert round(curves["val_removed"][-1], 3) == compact["val_removed"][-1]
         assert png.mimetype == "image/png" and png.artifact_id == t.user_attrs["artifact_picture"]
         assert pt.artifact_id == t.user_attrs["artifact_model"]
         with Image.open(store / png.artifact_id) as im:

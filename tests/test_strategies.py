@@ -3,7 +3,7 @@
 Every kind builds the right Optuna class with its options, grid and points sizes, the stored
 dict format `{"type": ..., **options}` (plus "points") round-tripping, Optuna's constructor
 errors arriving as ValueError/TypeError, the grid sampler's shared seed and its budget-ended
-search (no study.stop() outside optimize), and grid_of.
+search (no study.stop() outside optimize).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from hpo.spec import Param
-from hpo.strategies import MAX_STEP, BudgetGridSampler, PrunerSpec, SamplerSpec, grid_of
+from hpo.strategies import MAX_STEP, BudgetGridSampler, PrunerSpec, SamplerSpec
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -99,7 +99,9 @@ def test_grid_order_follows_the_study_seed_not_the_workers() -> None:
     # All 18 points exactly once, each run.
     points = {tuple(sorted(p.items())) for p in a}
     assert len(points) == 18 == SamplerSpec("grid").size(SPACE)
-    assert points == {tuple(sorted(p.items())) for p in grid_of(SPACE)}
+    product = itertools.product(*(p.grid() or [] for p in SPACE))
+    assert points == {tuple(sorted(zip([p.name for p in SPACE], combo, strict=True)))
+                      for combo in product}
 
 
 def test_budget_grid_does_not_stop_the_study_outside_optimize() -> None:
@@ -263,15 +265,3 @@ def test_pruner_from_stored_dicts() -> None:
 
 
 # --- grid_of -----------------------------------------------------------------------------------
-
-def test_grid_of_is_the_product_in_space_order() -> None:
-    got = grid_of(SPACE)
-    expected = [{"hidden_size": h, "shift": s, "epochs": e}
-                for h, s, e in itertools.product([8, 9, 10], [1, 2], [10, 20, 30])]
-    assert got == expected
-    assert len(got) == SamplerSpec("grid").size(SPACE)
-
-
-def test_grid_of_a_continuous_space_is_empty() -> None:
-    assert grid_of(CONTINUOUS) == []
-    assert grid_of(()) == [{}]

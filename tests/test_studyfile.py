@@ -182,7 +182,7 @@ def test_pruner_refusals(pruner: dict[str, Any], key: str) -> None:
 def test_percentile_pruner_needs_its_percentile() -> None:
     raw = _raw()
     raw["pruner"] = {"type": "percentile"}
-    assert "percentile" in _refused(raw, "pruner")
+    assert "percentile" in _refused(raw, "pruner.percentile")
     raw["pruner"] = {"type": "percentile", "percentile": 25}
     assert parse_study(raw, SRC).pruner == PrunerSpec("percentile", {"percentile": 25.0})
 

@@ -49,7 +49,9 @@ def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     for c in cols:
         table.add_column(c)
     for r in rows:
-        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c]) for c in cols))
+        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c],
+                            "percent" if c == "best_value" and r["directions"] == ["maximize"]
+                            else "") for c in cols))
     out().print(table)
 
 
