@@ -92,8 +92,9 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any], call: Callable[..
 
 
 def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
-              call: Callable[..., Any]) -> Outcome:
-    """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries)."""
+              call: Callable[..., Any], trainer: Callable[..., TrainResult] = train) -> Outcome:
+    """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries);
+    `trainer` stands in for hpo.train.train (bench/storage.py: an instant one)."""
     params = {p.name: suggest(trial, p) for p in spec.space}
     data = spec.data_config(params)
     train_split, val_split = cached_split(data, "train"), cached_split(data, "val")
@@ -127,7 +128,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     try:
         for r, seed in enumerate(seeds):
             cfg = spec.train_config(params, seed, threads)
-            res = train(cfg, train_split, val_split, on_epoch if r == 0 else None)
+            res = trainer(cfg, train_split, val_split, on_epoch if r == 0 else None)
             results.append(res)
             if res.status == "diverged":
                 break
