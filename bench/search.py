@@ -87,7 +87,7 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
     spent, start = 0, time.perf_counter()
     while spent < args.budget:
         trial = study.ask()
-        out = run_trial(spec, trial, threads=1, host="bench", call=lambda fn, what: fn())
+        out = run_trial(spec, trial, threads=1, host="bench", call=lambda fn, what, **_: fn())
         complete = out.state == optuna.trial.TrialState.COMPLETE
         study.tell(trial, out.values if complete else None, state=out.state)
         attrs = trial.user_attrs

@@ -23,11 +23,15 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo import optuna_api
-from hpo.data import DataConfig, Split, make_split
+from hpo import datasource, optuna_api, timing
+from hpo.config import TrainConfig
+from hpo.data import SPLITS, DataConfig, Split, make_split
+from hpo.datafile import STUDY_KEYS, Keys
+from hpo.datasource import ModelSplit
+from hpo.model import Denoiser
 from hpo.spec import Param, StudySpec
 from hpo.study import trial_seed
-from hpo.train import EpochReport, TrainResult, resolve_device, train
+from hpo.train import EpochCallback, EpochReport, TrainResult, predict, resolve_device, train
 from hpo.uploads import upload_trial_artifacts
 
 # Percent of the schedule between two reports (and pruning checks). A report is a write and a
@@ -54,7 +58,44 @@ def cached_split(cfg: DataConfig, name: str) -> Split:
     return make_split(cfg, name)
 
 
+def check_data(spec: StudySpec, study: str | None = None) -> None:
+    """Refuses (one line: the path and the recorded sha256) a data file that changed or went
+    missing since the study was defined: before a worker claims a trial, not inside one."""
+    datasource.verify(datasource.source_of(spec), study)
+
+
+def fit(cfg: TrainConfig, train_split: ModelSplit, val: ModelSplit,
+        on_epoch: EpochCallback | None = None,
+        trainer: Callable[..., TrainResult] = train) -> TrainResult:
+    """Trains in the model's units (normalized or not); every validation score, per epoch and
+    final, is on the original scale."""
+    if val.scale is None:
+        return trainer(cfg, train_split.model, val.model, on_epoch)
+    return trainer(cfg, train_split.model, val.model, on_epoch,
+                   score=lambda model: score_on(model, val))
+
+
+def score_on(model: Denoiser, split: ModelSplit) -> float:
+    """Percent of noise the model removes from the split, on the original scale."""
+    return split.score(predict(model, split.model.noisy))
+
+
+def train_and_test(cfg: TrainConfig, source: datasource.Source,
+                   on_epoch: EpochCallback | None = None, *,
+                   keys: Keys = STUDY_KEYS) -> tuple[TrainResult, float]:
+    """One model outside any study (`hpo train`): trained, then scored on the held-out test
+    split (0 when it diverged). `keys` name the settings in a data file's messages."""
+    tr, val, test = (datasource.model_split(source, s, None, keys) for s in SPLITS)
+    result = fit(cfg, tr, val, on_epoch)
+    return result, score_on(result.model, test) if result.status != "diverged" else 0.0
+
+
 def suggest(trial: optuna.Trial, p: Param) -> Any:
+    with timing.timed(timing.SAMPLING):
+        return _suggest(trial, p)
+
+
+def _suggest(trial: optuna.Trial, p: Param) -> Any:
     if p.type == "categorical":
         return trial.suggest_categorical(p.name, list(p.choices))
     assert p.low is not None and p.high is not None
@@ -88,7 +129,7 @@ def pruning_marks(spec: StudySpec, reported: Iterable[int]) -> frozenset[int]:
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any], call: Callable[..., Any],
                    what: str) -> None:
     """All attrs in one transaction (hpo.optuna_api), so `call` may safely retry it."""
-    call(lambda: optuna_api.set_trial_user_attrs(trial, attrs), what)
+    call(lambda: optuna_api.set_trial_user_attrs(trial, attrs), what, kind=timing.ATTRS)
 
 
 def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
@@ -96,8 +137,9 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries);
     `trainer` stands in for hpo.train.train (bench/storage.py: an instant one)."""
     params = {p.name: suggest(trial, p) for p in spec.space}
-    data = spec.data_config(params)
-    train_split, val_split = cached_split(data, "train"), cached_split(data, "val")
+    data = datasource.source_of(spec, params)
+    train_split, val = (datasource.model_split(data, s, trial.study.study_name)
+                        for s in ("train", "val"))
     seeds = [trial_seed(spec, trial.number, r) for r in range(spec.repeats)]
     # Intermediate values are validation scores: they only mean something (to the pruner and
     # the dashboard) when that is the one objective.
@@ -120,15 +162,17 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
         pct = marks.get(r.epoch)
         if pct is None or not report:
             return
-        call(lambda: trial.report(r.val_removed, pct), "report an intermediate value")
-        if pct in prune_at and call(trial.should_prune, "ask the pruner"):
+        call(lambda: trial.report(r.val_removed, pct), "report an intermediate value",
+             kind=timing.REPORT)
+        if pct in prune_at and call(trial.should_prune, "ask the pruner",
+                                    kind=timing.PRUNE_CHECK):
             raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({pct} % of the schedule)")
 
     results: list[TrainResult] = []
     try:
         for r, seed in enumerate(seeds):
             cfg = spec.train_config(params, seed, threads)
-            res = trainer(cfg, train_split, val_split, on_epoch if r == 0 else None)
+            res = fit(cfg, train_split, val, on_epoch if r == 0 else None, trainer)
             results.append(res)
             if res.status == "diverged":
                 break
@@ -159,7 +203,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     # Optuna refuses uploads to a finished trial, so the first seed's picture and model file go
     # up now, while this trial still runs. A failure there is recorded, never the trial's end.
     record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
-                                         data, val_split, call))
+                                         data, val, call))
     _record(trial, call, record)
     measured = {"val_removed": mean, "train_seconds": seconds}
     values = [measured[m] for m in spec.metrics]  # by name: the study's order, not ours

@@ -16,7 +16,7 @@ from typing import TypeVar
 import optuna
 import sqlalchemy
 
-from hpo import env
+from hpo import env, timing
 from hpo.errors import HpoError
 
 log = logging.getLogger("hpo.worker")
@@ -29,8 +29,15 @@ class WorkerError(HpoError):
 
 
 def retry(fn: Callable[[], T], what: str, patience: float | None = None,
-          stop_requested: Callable[[], bool] = lambda: False) -> T:
-    """Calls fn, retrying storage errors; `stop_requested` ends the wait at once (Ctrl-C)."""
+          stop_requested: Callable[[], bool] = lambda: False, kind: str = timing.OTHER) -> T:
+    """Calls fn, retrying storage errors; `stop_requested` ends the wait at once (Ctrl-C).
+    `kind` is what hpo.timing reports the call as."""
+    with timing.timed(kind):
+        return _retry(fn, what, patience, stop_requested)
+
+
+def _retry(fn: Callable[[], T], what: str, patience: float | None,
+           stop_requested: Callable[[], bool]) -> T:
     patience = env.storage_retry_seconds() if patience is None else patience
     deadline, delay = time.monotonic() + patience, 0.5
     while True:

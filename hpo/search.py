@@ -55,12 +55,11 @@ def next_steps(study: str, storage: str | None) -> str:
     at = f" --storage {mask(storage)}" if storage else ""
     return "\n".join([
         "next:",
-        f"  hpo dashboard{at}                       browse trials, curves, pictures, models",
-        f"  hpo best {study}{at} --json          the best trials, for scripts",
-        f"  hpo export {study}{at} --out best.pt && hpo denoise --model best.pt "
-        "--input noisy.csv --output clean.csv",
-        f"  hpo evaluate {study}{at}             retrain the best on 3 seeds, score on "
-        "held-out test curves",
+        f"  browse trials, curves, pictures, models:  hpo dashboard{at}",
+        f"  the best trials, for scripts:             hpo best {study}{at} --json",
+        f"  use the best model on your signals:       hpo export {study}{at} --out best.pt && "
+        "hpo denoise --model best.pt --input noisy.csv --output clean.csv",
+        f"  retrain the best on 3 seeds, held out:    hpo evaluate {study}{at}",
     ])
 
 

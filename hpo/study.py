@@ -118,8 +118,9 @@ def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) ->
                for p in spec.sampler.points]
     optuna_api.create_study_atomically(
         rdb, spec.name, [StudyDirection[d.upper()] for d in spec.directions],
-        {SPEC_ATTR: json.loads(json.dumps(spec.to_dict())), BUDGET_ATTR: budget,
-         SUMMARY_ATTR: summary_line(spec)},
+        # The summary first: the dashboard lists study attrs in the order they were written.
+        {SUMMARY_ATTR: summary_line(spec), BUDGET_ATTR: budget,
+         SPEC_ATTR: json.loads(json.dumps(spec.to_dict()))},
         {**optuna_api.note_attrs(note),
          **optuna_api.metric_names_attrs([METRIC_LABELS[m] for m in spec.metrics])}, waiting)
 

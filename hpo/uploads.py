@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 
+from hpo import timing
 from hpo.artifacts import (
     CURVES_SUFFIX,
     ENV,
@@ -33,7 +34,8 @@ from hpo.artifacts import (
     storage_url_of,
 )
 from hpo.config import TrainConfig
-from hpo.data import DataConfig, Split, x_grid
+from hpo.data import DataConfig, Split
+from hpo.datasource import ModelSplit, Source, x_axis
 from hpo.metric import percent_removed
 from hpo.train import TrainResult, predict
 
@@ -66,25 +68,26 @@ def check_store(storage: optuna.storages.BaseStorage) -> Path | None:
 
 
 def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig,
-                           data: DataConfig, val: Split, call: Callable[..., Any],
+                           data: Source, val: Split | ModelSplit, call: Callable[..., Any],
                            store_dir: Path | None = None) -> dict[str, Any]:
     """Scores the trial's model on the validation split and uploads its picture and model file.
 
     Returns user attrs to record: `model_val_removed` (what the uploaded model file scores on the
-    validation curves, which `hpo export` + `hpo denoise` reproduce), the two artifact ids and
-    the seconds this took; or `artifact_error` when anything failed.
+    validation curves, on their original scale, which `hpo export` + `hpo denoise` reproduce),
+    the two artifact ids and the seconds this took; or `artifact_error` when anything failed.
     """
     start = time.perf_counter()
-    denoised = predict(result.model, val.noisy)
-    score = percent_removed(val.clean, val.noisy, denoised)
+    split = val if isinstance(val, ModelSplit) else ModelSplit(val, val)
+    denoised = split.original(predict(result.model, split.model.noisy))
+    score = percent_removed(split.raw.clean, split.raw.noisy, denoised)
     attrs: dict[str, Any] = {"model_val_removed": round(score, 4)}
     if store_dir is None:
         store_dir = resolve_dir(None, storage_url_of(trial.storage))
     if store_dir is None:
         return attrs
     try:
-        attrs.update(_upload_all(trial, result, train_cfg, data, val, denoised, score, call,
-                                 store_dir))
+        attrs.update(_upload_all(trial, result, train_cfg, data, split.raw, denoised, score,
+                                 call, store_dir))
     except optuna.exceptions.UpdateFinishedTrialError:
         raise  # declared dead meanwhile: the worker drops this attempt as a whole
     except Exception as e:  # noqa: BLE001 - results first: any failure here is only recorded
@@ -98,7 +101,7 @@ def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: 
 
 
 def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig,
-                data: DataConfig, val: Split, denoised: Any, score: float,
+                data: Source, val: Split, denoised: Any, score: float,
                 call: Callable[..., Any], store_dir: Path) -> dict[str, Any]:
     from hpo.modelfile import save_model
     from hpo.plots import trial_png  # matplotlib: only when a picture is really drawn
@@ -110,8 +113,12 @@ def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
         picture = Path(tmp) / f"{stem}{PICTURE_SUFFIX}"
-        picture.write_bytes(trial_png(x_grid(data), val.clean, val.noisy, denoised,
-                                      result.val_curve, result.loss_curve, title))
+        # A file's signals have no x grid: they are drawn over their sample index.
+        synthetic = isinstance(data, DataConfig)
+        picture.write_bytes(trial_png(x_axis(data), val.clean, val.noisy, denoised,
+                                      result.val_curve, result.loss_curve, title,
+                                      item="curve" if synthetic else "signal",
+                                      x_label=None if synthetic else "sample"))
         model = save_model(Path(tmp) / f"{stem}{MODEL_SUFFIX}", result.model, train_cfg, data,
                            {"val_removed": score})
         curves = Path(tmp) / f"{stem}{CURVES_SUFFIX}"
@@ -121,7 +128,7 @@ def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig
         for key, path in (("artifact_picture", picture), ("artifact_model", model),
                           ("artifact_curves", curves)):
             out[key] = call(lambda p=path: _upload(store, store_dir, trial, p),
-                            f"upload {path.name}")
+                            f"upload {path.name}", kind=timing.ARTIFACTS)
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import TrialState
 
-from hpo import env, objective, optuna_api
+from hpo import env, objective, optuna_api, timing
 from hpo.retrying import STORAGE_ERRORS, WorkerError
 from hpo.retrying import retry as _retry
 from hpo.storage import RetryStaleTrial, open_storage
@@ -89,9 +89,10 @@ class _StopRequests:
 STOP = _StopRequests()
 
 
-def retry(fn: Callable[[], T], what: str, patience: float | None = None) -> T:
+def retry(fn: Callable[[], T], what: str, patience: float | None = None,
+          kind: str = timing.OTHER) -> T:
     """hpo.retrying.retry that gives up at once when this worker is asked to stop."""
-    return _retry(fn, what, patience, stop_requested=lambda: STOP.requested)
+    return _retry(fn, what, patience, stop_requested=lambda: STOP.requested, kind=kind)
 
 
 @contextlib.contextmanager
@@ -103,7 +104,7 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[No
 
     def beat() -> None:
         while not stop.is_set():
-            with contextlib.suppress(*STORAGE_ERRORS):
+            with contextlib.suppress(*STORAGE_ERRORS), timing.timed(timing.HEARTBEAT):
                 storage.record_heartbeat(trial_id)
             stop.wait(interval)
 
@@ -126,26 +127,32 @@ class WorkerSummary:
     interrupted: bool = False
 
 
+RunTrial = Callable[..., "objective.Outcome"]
+
+
 def run_worker(url: str, study_name: str, *, worker_index: int | None = None, threads: int = 1,
-               poll: float = POLL, max_trials: int | None = None) -> WorkerSummary:
-    """Runs trials until the study's budget is met (or max_trials of its own are done)."""
+               poll: float = POLL, max_trials: int | None = None,
+               run_trial: RunTrial | None = None) -> WorkerSummary:
+    """Runs trials until the study's budget is met (or max_trials of its own are done).
+    `run_trial` replaces hpo.objective.run_trial (benchmarks measure the worker around it)."""
+    job = run_trial or objective.run_trial
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # We run our own heartbeat thread around ask/tell; Optuna's warning assumes optimize().
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
     STOP.reset()
     if threading.current_thread() is not threading.main_thread():
-        return _run(url, study_name, worker_index, threads, poll, max_trials)
+        return _run(url, study_name, worker_index, threads, poll, max_trials, job)
     # Ctrl-C, `kill` and `docker stop` take the same path; the caller's handlers come back after.
     previous = {s: signal.signal(s, STOP) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(url, study_name, worker_index, threads, poll, max_trials)
+        return _run(url, study_name, worker_index, threads, poll, max_trials, job)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
 def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll: float,
-         max_trials: int | None) -> WorkerSummary:
+         max_trials: int | None, job: RunTrial) -> WorkerSummary:
     storage = open_storage(url)
     study, spec = load(study_name, storage)
     n_existing = len(study.get_trials(deepcopy=False))
@@ -168,15 +175,16 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
                         "at this safe point (no trial of ours is running)", supervisor)
             summary.interrupted = True
             break
-        retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
-        trial = retry(lambda: _claim(study, storage), "claim a trial")
+        retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials",
+              kind=timing.FAIL_STALE)
+        trial = retry(lambda: _claim(study, storage), "claim a trial", kind=timing.CLAIM)
         if trial is None:
-            if retry(lambda: counts(study), "count trials").done:
+            if retry(lambda: counts(study), "count trials", kind=timing.COUNT).done:
                 break
             time.sleep(poll)  # the last trials are running elsewhere; wait in case one fails
             continue
         with heartbeat(storage, optuna_api.trial_id(trial)):
-            state = _run_one(study, spec, trial, threads, me)
+            state = _run_one(study, spec, trial, threads, me, job)
         if state == TrialState.FAIL:
             summary.failed += 1
             consecutive += 1
@@ -198,10 +206,10 @@ def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.T
 
 
 def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
-             me: str) -> TrialState:
+             me: str, job: RunTrial) -> TrialState:
     try:
         with STOP.trial():
-            outcome = objective.run_trial(spec, trial, threads=threads, host=me, call=retry)
+            outcome = job(spec, trial, threads=threads, host=me, call=retry)
     except KeyboardInterrupt:
         if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued"):
             frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
@@ -220,7 +228,7 @@ def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
     state = outcome.state
     told = retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE
                                     else None, state=state, skip_if_finished=True),
-                 "record the trial's result")
+                 "record the trial's result", kind=timing.TELL)
     if told.state != state:
         _declared_dead(trial)
         return TrialState.FAIL

@@ -87,7 +87,8 @@ def run_study(path: Path, url: str, n: int | None = None) -> optuna.Study:
     study.sampler = make_sampler(spec, 0)
     for _ in range(n or spec.trials):
         trial = study.ask()
-        out = objective.run_trial(spec, trial, threads=1, host="test:1", call=lambda fn, w: fn())
+        out = objective.run_trial(spec, trial, threads=1, host="test:1",
+                                  call=lambda fn, w, **_: fn())
         study.tell(trial, out.values, state=out.state)
     return study
 

@@ -72,7 +72,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         study.sampler = make_sampler(spec, 0)
         for _ in range(spec.trials):
             trial = study.ask()
-            out = objective.run_trial(spec, trial, threads=1, host="t:1", call=lambda f, w: f())
+            out = objective.run_trial(spec, trial, threads=1, host="t:1",
+                                      call=lambda f, w, **_: f())
             study.tell(trial, out.values, state=out.state)
     finally:
         if saved is not None:

@@ -143,7 +143,7 @@ def test_user_attrs_are_written_in_one_transaction(tmp_path: Path) -> None:
     trial = study.ask()
     calls: list[str] = []
 
-    def call(fn: Callable[[], Any], what: str) -> Any:
+    def call(fn: Callable[[], Any], what: str, **kind: Any) -> Any:
         calls.append(what)
         return fn()
 
