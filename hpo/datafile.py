@@ -25,7 +25,14 @@ import numpy as np
 
 from hpo.data import SPLITS, Split
 from hpo.errors import InputFileError
+from hpo.normalize import SCALE_FLOOR, Scale, fit_scale, normalize_split
 from hpo.signals import parse_signals_csv
+
+# Per-signal normalization lives in hpo.normalize; kept importable from here.
+__all__ = ["DEFAULT_FRACTIONS", "FLAG_KEYS", "SCALE_FLOOR", "STUDY_KEYS", "FileData", "Keys",
+           "Scale", "describe_file", "estimate_bytes", "file_digest", "fit_scale",
+           "load_signals_file", "make_file_splits", "normalize_split", "read_shape",
+           "split_counts"]
 
 FORMATS = (".npy", ".csv")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # train/val/test shares when no counts are given
@@ -33,12 +40,23 @@ DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # train/val/test shares when no counts are 
 # takes keys of its own so that it shares no random stream with a synthetic one.
 PERMUTATION_KEY = 10
 NOISE_KEY = 11
-# A constant signal has std 0: scale it by a tiny fraction of its level instead (it maps to 0).
-SCALE_FLOOR = 1e-6
 # Bytes per value while a file loads: CSV parsing holds Python floats in lists before the
 # float32 array exists; np.load holds the file's own dtype (float64 at most) before the cast.
 LOAD_BYTES_PER_VALUE = {".csv": 36, ".npy": 12}
 HINT = "save an (n_signals, length) float array with numpy.save, or a CSV of one signal per row"
+
+
+class Keys(NamedTuple):
+    """How messages name the settings: a study file's dotted keys, or `hpo train`'s flags."""
+
+    file: str = "data.file"
+    noisy_file: str = "data.noisy_file"
+    counts: tuple[str, str, str] = ("data.train", "data.val", "data.test")
+
+
+STUDY_KEYS = Keys()
+FLAG_KEYS = Keys("--data-file", "--noisy-file", ("--train-curves", "--val-curves",
+                                                 "--test-curves"))
 
 
 def _label(path: Path, what: str) -> str:
@@ -181,17 +199,20 @@ def file_digest(path: str | Path) -> str:
 
 def split_counts(n: int, counts: tuple[int, int, int] | None = None,
                  fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, *,
-                 label: str = "data.file") -> tuple[int, int, int]:
+                 label: str = "data.file",
+                 keys: tuple[str, str, str] = STUDY_KEYS.counts) -> tuple[int, int, int]:
     """(train, val, test) signals out of n: the counts, else the fractions of n (rounded down,
-    the training split taking the remainder when the fractions add up to 1)."""
+    the training split taking the remainder when the fractions add up to 1). `keys` name the
+    three counts in messages."""
+    every = f"{keys[0]}, {keys[1]} and {keys[2]}"
     if counts is not None:
         if min(counts) < 1:
-            raise InputFileError(f"{label}: data.train, data.val and data.test must each be >= 1, "
+            raise InputFileError(f"{label}: {every} must each be >= 1, "
                                  f"got {'/'.join(map(str, counts))}")
         if sum(counts) > n:
-            raise InputFileError(f"{label}: holds {n} signals but data.train + data.val + "
-                                 f"data.test ask for {sum(counts)} "
-                                 f"({' + '.join(map(str, counts))}); lower them or add signals")
+            raise InputFileError(f"{label}: holds {n} signals but {' + '.join(keys)} ask for "
+                                 f"{sum(counts)} ({' + '.join(map(str, counts))}); lower them "
+                                 "or add signals")
         return counts
     if min(fractions) <= 0 or sum(fractions) > 1 + 1e-9:
         raise InputFileError(f"{label}: split fractions {fractions} must be > 0 and add up to "
@@ -202,8 +223,7 @@ def split_counts(n: int, counts: tuple[int, int, int] | None = None,
         empty = SPLITS[sizes.index(min(sizes))]
         raise InputFileError(f"{label}: holds {n} signals, too few for train/val/test fractions "
                              f"{'/'.join(f'{x:g}' for x in fractions)} (the {empty} split would "
-                             f"be empty); give at least {need} signals, or set data.train, "
-                             "data.val and data.test")
+                             f"be empty); give at least {need} signals, or set {every}")
     return sizes
 
 
@@ -218,13 +238,14 @@ def make_file_splits(clean: np.ndarray, noisy: np.ndarray | None = None, *, seed
                      counts: tuple[int, int, int] | None = None,
                      fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                      noise_ratio: float = 0.05, label: str = "data.file",
-                     noisy_label: str = "data.noisy_file") -> dict[str, Split]:
+                     noisy_label: str = "data.noisy_file",
+                     keys: tuple[str, str, str] = STUDY_KEYS.counts) -> dict[str, Split]:
     """Train/val/test Splits (float32, n_sines all 0) of the file's rows, shuffled by the seed."""
     clean = np.asarray(clean)
     if noisy is not None and noisy.shape != clean.shape:
         raise _mismatch(noisy_label, noisy.shape, label, clean.shape)
-    sizes = dict(zip(SPLITS, split_counts(len(clean), counts, fractions, label=label),
-                     strict=True))
+    sizes = dict(zip(SPLITS, split_counts(len(clean), counts, fractions, label=label,
+                                          keys=keys), strict=True))
     perm = np.random.default_rng(np.random.SeedSequence([seed, PERMUTATION_KEY])).permutation(
         len(clean))
     out: dict[str, Split] = {}
@@ -249,33 +270,6 @@ def _mismatch(noisy: str, noisy_shape: tuple[int, ...], clean: str,
               clean_shape: tuple[int, ...]) -> InputFileError:
     return InputFileError(f"{noisy}: shape {noisy_shape} differs from {clean}'s {clean_shape}; "
                           "give one noisy signal per clean one, in the same order and length")
-
-
-class Scale(NamedTuple):
-    """Per-signal affine map fitted on the noisy input only: all a denoiser sees at use time."""
-
-    offset: np.ndarray  # (n, 1) mean of each noisy signal
-    scale: np.ndarray  # (n, 1) its standard deviation, floored for constant signals
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray((np.asarray(x, np.float64) - self.offset) / self.scale, np.float32)
-
-    def undo(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(np.asarray(y, np.float64) * self.scale + self.offset, np.float32)
-
-
-def fit_scale(noisy: np.ndarray) -> Scale:
-    x = np.asarray(noisy, np.float64)
-    offset = x.mean(axis=1, keepdims=True)
-    std = x.std(axis=1, keepdims=True)
-    return Scale(offset, np.maximum(std, SCALE_FLOOR * np.maximum(np.abs(offset), 1.0)))
-
-
-def normalize_split(split: Split) -> tuple[Split, Scale]:
-    """The split in its noisy inputs' units. Score on the original scale: percent_removed(
-    split.clean, split.noisy, scale.undo(output)), as the protocol defines it."""
-    s = fit_scale(split.noisy)
-    return Split(s.apply(split.clean), s.apply(split.noisy), split.n_sines), s
 
 
 def estimate_bytes(shape: tuple[int, int], sizes: tuple[int, int, int], *, csv: bool = False,
@@ -305,20 +299,20 @@ class FileData:
     normalize: bool = False  # the model sees each signal scaled by its noisy input (fit_scale)
     seed: int = 0  # the data seed: the row shuffle and the drawn noise
 
-    def sizes(self) -> tuple[int, int, int]:
+    def sizes(self, keys: Keys = STUDY_KEYS) -> tuple[int, int, int]:
         return split_counts(self.shape[0], self.counts, self.fractions,
-                            label=_label(Path(self.path), "data.file"))
+                            label=_label(Path(self.path), keys.file), keys=keys.counts)
 
     def estimate_bytes(self) -> int:
         return estimate_bytes(self.shape, self.sizes(), csv=self.path.lower().endswith(".csv"),
                               noisy_file=self.noisy_path is not None, normalize=self.normalize)
 
-    def verify(self, study: str | None = None) -> None:
+    def verify(self, study: str | None = None, keys: Keys = STUDY_KEYS) -> None:
         """Refuses (one line) a file that is gone or whose bytes changed since the study began."""
         who = f"study {study}" if study else "this study"
-        files = [("data.file", self.path, self.sha256)]
+        files = [(keys.file, self.path, self.sha256)]
         if self.noisy_path is not None:
-            files.append(("data.noisy_file", self.noisy_path, self.noisy_sha256 or ""))
+            files.append((keys.noisy_file, self.noisy_path, self.noisy_sha256 or ""))
         for what, path, want in files:
             head = f"{who} was defined on {what} {path} with sha256 {want[:12]}..."
             try:
@@ -330,16 +324,17 @@ class FileData:
                 raise InputFileError(f"{head}; this file has {found[:12]}...: restore it or "
                                      "create a new study")
 
-    def splits(self, study: str | None = None) -> dict[str, Split]:
+    def splits(self, study: str | None = None, keys: Keys = STUDY_KEYS) -> dict[str, Split]:
         """Verified, loaded and split: what a worker trains and scores on."""
-        self.verify(study)
-        clean = load_signals_file(self.path, what="data.file")
+        self.verify(study, keys)
+        clean = load_signals_file(self.path, what=keys.file)
         noisy = (None if self.noisy_path is None else
-                 load_signals_file(self.noisy_path, what="data.noisy_file"))
+                 load_signals_file(self.noisy_path, what=keys.noisy_file))
         return make_file_splits(clean, noisy, seed=self.seed, counts=self.counts,
                                 fractions=self.fractions, noise_ratio=self.noise_ratio,
-                                label=_label(Path(self.path), "data.file"),
-                                noisy_label=_label(Path(self.noisy_path or ""), "data.noisy_file"))
+                                label=_label(Path(self.path), keys.file),
+                                noisy_label=_label(Path(self.noisy_path or ""), keys.noisy_file),
+                                keys=keys.counts)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -353,19 +348,20 @@ class FileData:
 def describe_file(path: str | Path, *, noisy_path: str | Path | None = None,
                   counts: tuple[int, int, int] | None = None,
                   fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                  noise_ratio: float = 0.05, normalize: bool = False, seed: int = 0) -> FileData:
+                  noise_ratio: float = 0.05, normalize: bool = False, seed: int = 0,
+                  keys: Keys = STUDY_KEYS) -> FileData:
     """A FileData for a new study: hashes and shapes (no values loaded), split sizes checked."""
-    shape = read_shape(path, what="data.file")
+    shape = read_shape(path, what=keys.file)
     noisy_sha = None
     if noisy_path is not None:
-        noisy_shape = read_shape(noisy_path, what="data.noisy_file")
+        noisy_shape = read_shape(noisy_path, what=keys.noisy_file)
         if noisy_shape != shape:
-            raise _mismatch(f"data.noisy_file {noisy_path}", noisy_shape, f"data.file {path}",
-                            shape)
+            raise _mismatch(f"{keys.noisy_file} {noisy_path}", noisy_shape,
+                            f"{keys.file} {path}", shape)
         noisy_sha = file_digest(noisy_path)
     fd = FileData(str(path), file_digest(path), shape,
                   noisy_path=None if noisy_path is None else str(noisy_path),
                   noisy_sha256=noisy_sha, counts=counts, fractions=fractions,
                   noise_ratio=noise_ratio, normalize=normalize, seed=seed)
-    fd.sizes()  # refuse too few signals now, not in every worker
+    fd.sizes(keys)  # refuse too few signals now, not in every worker
     return fd

@@ -4,6 +4,10 @@ A `StudySpec` is what a study file validates into (hpo.studyfile) and what stora
 JSON in the study's user attrs, so that a remote worker needs only the study's name and the
 storage URL. Its stored form is plain data and has not changed since the first release, so every
 existing study still loads. torch-free: reading a spec must not cost a torch import.
+
+A study on the user's own signals keeps one key in `data`, "file": the hpo.datafile.FileData of
+its files (paths, sha256, shape, splits, noise, normalization) as plain JSON. A synthetic study's
+`data` holds the study file's own [data] keys, exactly as before.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from hpo.config import TrainConfig
 from hpo.data import DataConfig
+from hpo.datafile import FileData
 from hpo.strategies import PrunerSpec, SamplerSpec
 
 # Parameters a search may tune, with their type. train_curves is DataConfig.n_train.
@@ -24,6 +29,7 @@ TUNABLE: dict[str, type] = {
 # Study-file [data] keys and the DataConfig field each sets.
 DATA_FIELDS = {"seed": "seed", "train": "n_train", "val": "n_val", "test": "n_test",
                "noise_ratio": "noise_ratio"}
+FILE_KEY = "file"  # the stored `data` key of a study on the user's own signals
 # What a trial measures, each with its direction and its unit (the dashboard's axis label).
 METRICS = {"val_removed": "maximize", "train_seconds": "minimize"}
 METRIC_LABELS = {"val_removed": "% noise removed on validation",
@@ -82,7 +88,15 @@ class StudySpec:
     def directions(self) -> list[str]:
         return [METRICS[m] for m in self.metrics]
 
+    def file_data(self) -> FileData | None:
+        """The user's files this study trains on; None for the synthetic curves."""
+        stored = self.data.get(FILE_KEY)
+        return FileData.from_dict(dict(stored)) if stored is not None else None
+
     def data_config(self, params: Mapping[str, Any] | None = None) -> DataConfig:
+        if FILE_KEY in self.data:  # a caller that forgot file studies would score sines
+            raise ValueError(f"study {self.name!r} trains on a data file: it has no synthetic "
+                             "DataConfig (use file_data())")
         kw = {DATA_FIELDS[k]: v for k, v in self.data.items() if k in DATA_FIELDS}
         if params and "train_curves" in params:
             kw["n_train"] = int(params["train_curves"])

@@ -7,6 +7,11 @@ parameter's distribution, each listed point as a trial in those distributions, t
 the training and data configs at every corner of the space; and it estimates the memory of the
 data and of the largest model (hpo.resources). Whatever those refuse is refused here, with the
 owner's reason, as one line naming the file and the dotted key.
+
+A study on the user's own signals (`[data] file = "PATH"`, relative to the study file) is
+described by the parser (the files' shapes from their headers, their sha256, the split sizes),
+and construct() checks what a worker will find: the same bytes, a memory estimate, then every
+value loaded and split. hpo.studydata holds those checks.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from hpo.config import ConfigValueError
 from hpo.errors import StudyFileError
 from hpo.spec import DATA_FIELDS, METRICS, TUNABLE, Param, StudySpec
 from hpo.strategies import MAX_STEP, PrunerSpec, SamplerSpec
+from hpo.studydata import DATA_KEYS, check_file_values, data_table, file_estimate
 
 __all__ = ["StudySpec", "construct", "load_study_file", "memory_estimate", "parse_study"]
 
@@ -52,11 +58,14 @@ def load_study_file(path: str | Path) -> StudySpec:
         raise StudyFileError(f"{path}: not valid TOML ({e}); fix the syntax") from e
     except OSError as e:
         raise StudyFileError(f"{path}: cannot read the study file ({e.strerror})") from e
-    return parse_study(raw, str(path))
+    return parse_study(raw, str(path), base=path.parent)
 
 
-def parse_study(raw: dict[str, Any], src: str = "<study>") -> StudySpec:
-    spec = _Parser(src).study(raw)
+def parse_study(raw: dict[str, Any], src: str = "<study>", base: str | Path | None = None
+                ) -> StudySpec:
+    """`base`: the directory relative data paths start from (the study file's; else the current
+    directory)."""
+    spec = _Parser(src, Path(base) if base is not None else Path.cwd()).study(raw)
     construct(spec, src)
     return spec
 
@@ -102,6 +111,7 @@ def construct(spec: StudySpec, src: str = "<study>") -> None:
     if not worst.fits():
         raise _fail(src, worst.what, f"this setting {resources.too_big(worst)}; use a smaller "
                     "value")
+    check_file_values(spec, src)  # after the memory check: this loads every value
     size = len(json.dumps(spec.to_dict()))
     if size > MAX_SPEC_BYTES:
         raise _fail(src, "points" if spec.sampler.points else "description",
@@ -142,20 +152,27 @@ def memory_estimate(spec: StudySpec, src: str = "<study>") -> resources.Estimate
     splits (`hpo evaluate` keeps them together) plus training the largest model."""
     searched = {p.name for p in spec.space}
     worst = resources.Estimate(0, "")
+    from_file = file_estimate(spec, src)  # (bytes, points, validation signals) of a file study
     for params in _corner_points(spec):
         try:
-            data = spec.data_config(params)
             cfg = spec.train_config(params, seed=0)
+            data = None if from_file else spec.data_config(params)
         except ConfigValueError as e:
             raise _fail(src, _key_of(e.field, searched), e.message) from e
-        if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
-            raise _fail(src, _key_of("n_train", searched), f"must be >= 1, got {data.n_train}")
-        parts = {_key_of(f"n_{split}", searched):
-                 resources.curves_bytes(data.count(split), data.length, data.max_sines)
-                 for split in ("train", "val", "test")}
+        if data is None:
+            assert from_file is not None
+            parts, length, n_val = {"data.file": from_file[0]}, from_file[1], from_file[2]
+        else:
+            if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
+                raise _fail(src, _key_of("n_train", searched), f"must be >= 1, got "
+                            f"{data.n_train}")
+            parts = {_key_of(f"n_{split}", searched):
+                     resources.curves_bytes(data.count(split), data.length, data.max_sines)
+                     for split in ("train", "val", "test")}
+            length, n_val = data.length, data.n_val
         model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]
         parts[f"space.{model[0]}" if model else "train.hidden_size"] = resources.training_bytes(
-            cfg.hidden_size, cfg.shift, data.length, cfg.batch_size, data.n_val)
+            cfg.hidden_size, cfg.shift, length, cfg.batch_size, n_val)
         total = sum(parts.values())
         if total > worst.bytes:
             worst = resources.Estimate(total, max(parts, key=lambda k: parts[k]))
@@ -172,8 +189,9 @@ def _key_of(config_field: str, searched: set[str]) -> str:
 
 
 class _Parser:
-    def __init__(self, src: str) -> None:
+    def __init__(self, src: str, base: Path) -> None:
         self.src = src
+        self.base = base  # relative data paths start here
 
     def fail(self, key: str, msg: str) -> StudyFileError:
         return _fail(self.src, key, msg)
@@ -217,9 +235,7 @@ class _Parser:
         names = {p.name for p in space}
         train = self.table(top.get("train", {}), "train",
                            {k: t for k, t in TUNABLE.items() if k != "train_curves"})
-        data = self.table(top.get("data", {}), "data",
-                          {"seed": int, "train": int, "val": int, "test": int,
-                           "noise_ratio": float})
+        data = self.table(top.get("data", {}), "data", DATA_KEYS)
         for k in train:
             if k in names:
                 raise self.fail(f"train.{k}", f"'{k}' is also searched in [space.{k}]; fix it "
@@ -227,6 +243,7 @@ class _Parser:
         if "train" in data and "train_curves" in names:
             raise self.fail("data.train", "'train_curves' is also searched in "
                             "[space.train_curves]; fix it in one place only")
+        data = data_table(data, names, self.src, self.base)  # a file study: describes its file
         repeats = top.get("repeats", 1)
         if not 1 <= repeats <= 20:
             raise self.fail("repeats", f"must be between 1 and 20, got {repeats}")
