@@ -1,5 +1,8 @@
 """The numbers we publish: retrain the best configurations on several seeds and score them on the
 held-out test split that no search ever saw; and replay any trial exactly from its seed.
+
+Both use the study's own data (hpo.datasource): a file study's file is checked against the sha256
+the study recorded before anything trains, and scores are on the signals' original scale.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from typing import Any
 
 import optuna
 
+from hpo.data import SPLITS
+from hpo.datasource import model_split, source_of
 from hpo.errors import HpoError
-from hpo.objective import cached_split
+from hpo.objective import check_data, fit, score_on
 from hpo.queries import best_trials
 from hpo.spec import StudySpec
 from hpo.study import trial_seed
-from hpo.train import evaluate, train
 
 EVAL_ATTR = "hpo:evaluation"
 
@@ -29,13 +33,14 @@ class Job:
     params: dict[str, Any]
     seed: int
     threads: int
+    study: str | None = None  # names the study in a data file's messages
 
 
 def run_job(job: Job) -> dict[str, float]:
-    data = job.spec.data_config(job.params)
-    result = train(job.spec.train_config(job.params, job.seed, job.threads),
-                   cached_split(data, "train"), cached_split(data, "val"))
-    test = evaluate(result.model, cached_split(data, "test")) if result.status != "diverged" else 0
+    data = source_of(job.spec, job.params)
+    tr, val, test_split = (model_split(data, s, job.study) for s in SPLITS)
+    result = fit(job.spec.train_config(job.params, job.seed, job.threads), tr, val)
+    test = score_on(result.model, test_split) if result.status != "diverged" else 0
     return {"val": result.val_removed, "test": test, "seconds": result.seconds,
             "cpu_seconds": result.cpu_seconds}
 
@@ -53,8 +58,9 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     if not trials:
         raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "
                        f"`hpo search` or `hpo worker {study.study_name}` first")
-    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads)
-            for t in trials for r in range(seeds)]
+    check_data(spec, study.study_name)  # one line here, not a traceback from a pool process
+    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+                study.study_name) for t in trials for r in range(seeds)]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -91,7 +97,8 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
         why = f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""
         raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
                        "it recorded no final score to compare with; replay a complete trial")
-    vals = [run_job(Job(spec, number, t.params, int(s), threads))["val"]
+    check_data(spec, study.study_name)
+    vals = [run_job(Job(spec, number, t.params, int(s), threads, study.study_name))["val"]
             for s in t.user_attrs["seeds"]]
     recorded = t.user_attrs.get("val_removed_per_seed")
     return {"number": number, "params": t.params, "state": t.state.name.lower(),

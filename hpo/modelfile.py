@@ -3,6 +3,11 @@
 A model file is a torch.save of plain data: the state dict's tensors plus a `meta` dict of
 strings and numbers (format version, hidden size, shift, the training and data settings, the
 scores). Loading uses `torch.load(weights_only=True)`, which refuses arbitrary pickles.
+
+`meta["data"]` says where the training signals came from: the synthetic protocol's settings, or
+a data file's path, sha256 and signal length (hpo.datasource.file_meta). `meta["normalize"]`
+says whether the model reads each signal normalized by its own mean and std; `apply_model`
+does that, so `hpo denoise` uses a model exactly as it was trained and scored.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hpo.data import DataConfig
+from hpo.datafile import FileData
+from hpo.datasource import Source, file_meta
 from hpo.errors import InputFileError
 from hpo.model import Denoiser
-from hpo.train import TrainConfig
+from hpo.normalize import fit_scale
+from hpo.train import TrainConfig, predict
 
 FORMAT = "hpo-denoiser/1"
 
@@ -26,7 +35,7 @@ def save_model(
     path: str | Path,
     model: Denoiser,
     train_cfg: TrainConfig,
-    data_cfg: DataConfig,
+    data_cfg: Source,
     scores: dict[str, float] | None = None,
 ) -> Path:
     meta: dict[str, Any] = {
@@ -34,7 +43,8 @@ def save_model(
         "hidden_size": model.hidden_size,
         "shift": model.shift,
         "train": asdict(train_cfg),
-        "data": asdict(data_cfg),
+        "data": asdict(data_cfg) if isinstance(data_cfg, DataConfig) else file_meta(data_cfg),
+        "normalize": isinstance(data_cfg, FileData) and data_cfg.normalize,
         "scores": dict(scores or {}),
         "torch": str(torch.__version__),
     }
@@ -73,3 +83,19 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
                              ) from e
     model.eval()
     return model, meta
+
+
+def trained_length(meta: dict[str, Any]) -> int | None:
+    """Points per signal of the model's training data, when its file says."""
+    data = meta.get("data")
+    n = data.get("length") if isinstance(data, dict) else None
+    return n if isinstance(n, int) else None
+
+
+def apply_model(model: Denoiser, meta: dict[str, Any], signals: np.ndarray) -> np.ndarray:
+    """Denoises (n, length) signals as the model was trained: normalized per signal by their own
+    mean and std first when its file says so, and mapped back after."""
+    if not meta.get("normalize"):
+        return predict(model, signals)
+    scale = fit_scale(signals)
+    return scale.undo(predict(model, scale.apply(signals)))

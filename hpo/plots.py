@@ -27,8 +27,13 @@ def trial_png(
     val_curve: Sequence[float],
     loss_curve: Sequence[float],
     title: str,
+    *,
+    item: str = "curve",
+    x_label: str | None = None,
 ) -> bytes:
-    """PNG bytes: up to three curves (clean, noisy, denoised) above the learning curve."""
+    """PNG bytes: up to three curves (clean, noisy, denoised) above the learning curve.
+    `item` names them in the panel titles ("validation signal 0"); `x_label` labels their x
+    axis (e.g. "sample" for a file's signals, drawn over their index)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -42,8 +47,10 @@ def trial_png(
         ax.plot(x, noisy[i], ".", ms=3, color=COLORS["noisy"], label="noisy")
         ax.plot(x, clean[i], lw=1.6, color=COLORS["clean"], label="clean")
         ax.plot(x, denoised[i], lw=1.4, color=COLORS["denoised"], label="denoised")
-        ax.set_title(f"validation curve {i}", fontsize=9)
+        ax.set_title(f"validation {item} {i}", fontsize=9)
         ax.tick_params(labelsize=7)
+        if x_label is not None:
+            ax.set_xlabel(x_label, fontsize=7)
         if col == 0:
             ax.legend(fontsize=7, loc="best", frameon=False)
     ax = fig.add_subplot(grid[1, :])

@@ -3,7 +3,9 @@
 Defaults are the protocol's (docs/protocol.md): Adam at lr 0.01, cosine annealing over the run's
 epochs, MSE against the clean curve, batches of 10 curves taken in order, validation after every
 epoch. A caller watches the run through `on_epoch`, which may return True to stop early or raise
-(a search raises its own "pruned" exception there and catches it itself).
+(a search raises its own "pruned" exception there and catches it itself). A caller whose model
+works in other units than its scores (a normalized file study, hpo.datasource) passes `score`,
+which then replaces the per-epoch validation score.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def train(
     train_split: Split,
     val_split: Split,
     on_epoch: EpochCallback | None = None,
+    score: Callable[[Denoiser], float] | None = None,
 ) -> TrainResult:
+    """`score(model)`: the validation score after each epoch (default: evaluate on val_split)."""
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -124,7 +128,7 @@ def train(
             loss_curve.append(mean_loss)
             val_curve.append(0.0)
             break
-        val = evaluate(model, val_split)
+        val = evaluate(model, val_split) if score is None else score(model)
         val_curve.append(val)
         loss_curve.append(mean_loss)
         if on_epoch is not None and on_epoch(EpochReport(epoch, val, mean_loss)):
