@@ -7,6 +7,10 @@ the noisy curve, so a whole split is denoised in one call. Tuning both takes abo
 of CPU plus half a second to import scipy.signal; every new study asks (its note quotes them), so
 results are cached per data protocol, in the process and in a small JSON file under the user's
 cache directory, and scipy.signal is imported only on a cache miss.
+
+A file study's baselines run on its own validation and test signals, on their original scale
+(both methods are linear and keep constants, so per-signal normalization would not change them);
+they are cached by the file's sha256, not its path.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import scipy.linalg
 
 from hpo import env
 from hpo.data import DataConfig, Split, make_split
+from hpo.datasource import Source, model_split
 from hpo.metric import percent_removed
 
 # Orders above ~12 only add ill-conditioned fits at the curve ends (scipy warns); the best
@@ -119,8 +124,20 @@ def cache_dir() -> Path:
     return env.cache_dir()
 
 
-def _cache_file(cfg: DataConfig) -> Path:
-    key = json.dumps({"data": asdict(cfg), "version": METHOD_VERSION}, sort_keys=True)
+def _key(source: Source) -> str:
+    """What the baselines depend on. A file's validation and test signals are fixed by its bytes,
+    the data seed, the drawn noise and the two split sizes (training signals come last)."""
+    if isinstance(source, DataConfig):
+        return json.dumps({"data": asdict(data_key(source)), "version": METHOD_VERSION},
+                          sort_keys=True)
+    _, val, test = source.sizes()
+    return json.dumps({"file": {
+        "sha256": source.sha256, "noisy_sha256": source.noisy_sha256, "shape": list(source.shape),
+        "seed": source.seed, "noise_ratio": None if source.noisy_path else source.noise_ratio,
+        "val": val, "test": test}, "version": METHOD_VERSION}, sort_keys=True)
+
+
+def _cache_file(key: str) -> Path:
     return cache_dir() / f"baselines-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -143,20 +160,27 @@ def _write_cache(path: Path, bs: tuple[Baseline, ...]) -> None:
         pass
 
 
+def _val_test(source: Source) -> tuple[Split, Split]:
+    if isinstance(source, DataConfig):
+        return make_split(source, "val"), make_split(source, "test")
+    return model_split(source, "val").raw, model_split(source, "test").raw
+
+
 @functools.lru_cache(maxsize=16)
-def _cached(cfg: DataConfig) -> tuple[Baseline, ...]:
-    path = _cache_file(cfg)
+def _cached(key: str, source: Source) -> tuple[Baseline, ...]:
+    path = _cache_file(key)
     found = _read_cache(path)
     if found is not None:
         return found
-    bs = baselines_for(make_split(cfg, "val"), make_split(cfg, "test"))
+    bs = baselines_for(*_val_test(source))
     _write_cache(path, bs)
     return bs
 
 
-def compute_baselines(cfg: DataConfig, *, use_cache: bool = True) -> tuple[Baseline, ...]:
-    """Both baselines for a data protocol: chosen on its validation curves, scored on its test
-    curves."""
+def compute_baselines(source: Source, *, use_cache: bool = True) -> tuple[Baseline, ...]:
+    """Both baselines for a data protocol or a data file: chosen on its validation signals,
+    scored on its test signals."""
     if not use_cache:
-        return baselines_for(make_split(cfg, "val"), make_split(cfg, "test"))
-    return _cached(data_key(cfg))
+        return baselines_for(*_val_test(source))
+    key = _key(source)
+    return _cached(key, data_key(source) if isinstance(source, DataConfig) else source)

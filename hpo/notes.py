@@ -12,6 +12,8 @@ import optuna
 
 from hpo.baselines import Baseline, compute_baselines
 from hpo.data import DataConfig
+from hpo.datafile import FileData
+from hpo.datasource import noise_source, source_of
 from hpo.spec import METRIC_LABELS, StudySpec
 
 # docs/protocol.md: the report's table (validation split, one run each, lr 0.01, batch 10).
@@ -46,6 +48,21 @@ def _data(cfg: DataConfig, spec: StudySpec) -> str:
             "sines per curve.")
 
 
+def _file(fd: FileData) -> str:
+    tr, va, te = fd.sizes()
+    shares = ("counts from the study file" if fd.counts is not None else
+              "/".join(f"{100 * f:g}" for f in fd.fractions) + " % of the file's signals")
+    norm = ("**normalized**: the model reads each signal shifted and scaled by its own noisy "
+            "input's mean and standard deviation, and its outputs are mapped back; every score "
+            "is on the original scale" if fd.normalize else
+            "not normalized: the model reads the signals as they are")
+    return (f"- **Data file** `{fd.path}` (sha256 `{fd.sha256[:12]}`...), {fd.shape[0]} signals "
+            f"of {fd.shape[1]} points; every worker checks the hash before it trains.\n"
+            f"- **Splits** (rows shuffled by data seed {fd.seed}; {shares}): training {tr}, "
+            f"validation {va} (what the search optimizes), held-out test {te} (never seen by "
+            f"a search).\n- Noise: {noise_source(fd)}.\n- Scale: {norm}.")
+
+
 def _baselines(bs: tuple[Baseline, ...]) -> str:
     rows = [f"| {b.describe()} | {b.val_removed:.2f} | {b.test_removed:.2f} |" for b in bs]
     return "\n".join(["| classical denoiser (chosen on validation) | validation % | test % |",
@@ -54,9 +71,11 @@ def _baselines(bs: tuple[Baseline, ...]) -> str:
 
 def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -> str:
     """The note's markdown; baselines are computed on the study's own data unless given."""
-    cfg = spec.data_config()
-    bs = baselines if baselines is not None else compute_baselines(cfg)
-    table = "\n".join(f"| {n} | {h} | {s} | {e} | {v:.2f} |" for n, h, s, e, v in REPORT_TABLE)
+    source = source_of(spec)
+    bs = baselines if baselines is not None else compute_baselines(source)
+    data = _data(source, spec) if isinstance(source, DataConfig) else _file(source)
+    reference = (_synthetic_reference(spec, bs) if isinstance(source, DataConfig) else
+                 _file_reference(spec, bs))
     objective = " and ".join(f"{spec.directions[i]} `{m}` ({METRIC_LABELS[m]})"
                              for i, m in enumerate(spec.metrics))
     return f"""# {spec.name}
@@ -77,12 +96,22 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
 - Model: two stacked LSTMs (1 -> H -> H) and a linear head; the first LSTM looks `shift` steps
   ahead. Adam (lr 0.01 unless searched), cosine annealing over the run's epochs, MSE against the
   clean curve, batches of 10 curves in order.
-{_data(cfg, spec)}
+{data}
 
 ## Search space
 {_space(spec)}
 
-## Reference numbers
+{reference}
+## Artifacts
+Each complete trial carries a picture (three validation curves: clean, noisy, denoised; and its
+learning curve) and its model file. `hpo export {spec.name} --out model.pt` downloads the best
+model; `hpo denoise --model model.pt ...` uses it.
+"""
+
+
+def _synthetic_reference(spec: StudySpec, bs: tuple[Baseline, ...]) -> str:
+    table = "\n".join(f"| {n} | {h} | {s} | {e} | {v:.2f} |" for n, h, s, e, v in REPORT_TABLE)
+    return f"""## Reference numbers
 The report's hand-tuned table (data seed of the exercise, validation split, one run each):
 
 | configuration | hidden | shift | epochs | noise removed (%) |
@@ -96,11 +125,16 @@ Classical baselines on **this study's** curves (`hpo baselines --study {spec.nam
 A plain LSTM at H=40, shift 10, 100 epochs removes 55-58 % depending on its seed (single runs
 vary by +-2 points). Fitting the true family of 1-3 sines removes about 73 %, about 77 % with the
 true frequencies known: no denoiser should be expected beyond that.
+"""
 
-## Artifacts
-Each complete trial carries a picture (three validation curves: clean, noisy, denoised; and its
-learning curve) and its model file. `hpo export {spec.name} --out model.pt` downloads the best
-model; `hpo denoise --model model.pt ...` uses it.
+
+def _file_reference(spec: StudySpec, bs: tuple[Baseline, ...]) -> str:
+    return f"""## Reference numbers
+Classical baselines on **this study's** signals, on their original scale (`hpo baselines
+--study {spec.name}`): the numbers a trial has to beat. The report's table and the reference
+numbers of the synthetic sines do not apply to your own signals.
+
+{_baselines(bs)}
 """
 
 

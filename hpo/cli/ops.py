@@ -28,6 +28,7 @@ from hpo.cli.common import (
 )
 from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
 from hpo.data import DataConfig
+from hpo.datasource import Source, source_of, verify
 from hpo.paths import check_output
 from hpo.storage import mask
 from hpo.study import load
@@ -81,19 +82,29 @@ def baselines_cmd(
     """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""
     from hpo.baselines import compute_baselines  # scipy: only this command needs it
 
+    source: Source = DataConfig(seed=data_seed)
     if study is not None:
-        cfg = load(study, open_storage_url(storage)[1])[1].data_config()
+        source = source_of(load(study, open_storage_url(storage)[1])[1])
+        verify(source, study)  # the study's own file, or one line naming it and its hash
+    rows = compute_baselines(source)
+    if isinstance(source, DataConfig):
+        data: dict[str, object] = {"seed": source.seed, "val": source.n_val,
+                                   "test": source.n_test, "noise_ratio": source.noise_ratio}
+        title = (f"classical baselines, data seed {source.seed}: chosen on {source.n_val} "
+                 f"validation curves, scored on {source.n_test} test curves")
     else:
-        cfg = DataConfig(seed=data_seed)
-    rows = compute_baselines(cfg)
+        _, val, test = source.sizes()
+        data = {"file": source.path, "sha256": source.sha256, "shape": list(source.shape),
+                "seed": source.seed, "val": val, "test": test,
+                "noisy_file": source.noisy_path,
+                "noise_ratio": None if source.noisy_path else source.noise_ratio}
+        title = (f"classical baselines on {source.path} (sha256 {source.sha256[:12]}), data "
+                 f"seed {source.seed}: chosen on {val} validation signals, scored on {test} "
+                 "test signals (original scale)")
     if as_json:
-        emit_json({"data": {"seed": cfg.seed, "val": cfg.n_val, "test": cfg.n_test,
-                            "noise_ratio": cfg.noise_ratio},
-                   "baselines": [b.to_dict() for b in rows]})
+        emit_json({"data": data, "baselines": [b.to_dict() for b in rows]})
         return
-    table = Table(title=f"classical baselines, data seed {cfg.seed}: chosen on {cfg.n_val} "
-                        f"validation curves, scored on {cfg.n_test} test curves",
-                  title_justify="left")
+    table = Table(title=title, title_justify="left")
     for c in ("denoiser", "validation % removed", "test % removed"):
         table.add_column(c)
     for b in rows:
