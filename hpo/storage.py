@@ -148,6 +148,27 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         super().__call__(study, attempt)
 
 
+# A PostgreSQL server hears of a client host that vanished (power cut, network partition) only
+# from TCP: by default after 2 h 11 min of keepalive on an idle session, or ~15 min of
+# retransmissions when its last reply was never acknowledged. Until then that host's sessions
+# live on, and one that held the budget lock (hpo.study.budget_lock) stopped every worker of
+# the study. Each session asks its server to probe after 10 s of silence, every 5 s, and to end
+# the session after 3 unanswered probes or 25 s of unacknowledged data, which ends the lock
+# with it. A SET, not the `options` startup parameter, which PgBouncer refuses.
+SERVER_KEEPALIVE = ("SELECT set_config('tcp_keepalives_idle', '10', false), "
+                    "set_config('tcp_keepalives_interval', '5', false), "
+                    "set_config('tcp_keepalives_count', '3', false), "
+                    "set_config('tcp_user_timeout', '25000', false)")
+
+
+def _server_keepalive(dbapi_con: Any, _record: Any) -> None:
+    autocommit = dbapi_con.autocommit  # outside a transaction, so no rollback can undo it
+    dbapi_con.autocommit = True
+    with dbapi_con.cursor() as cur:
+        cur.execute(SERVER_KEEPALIVE)
+    dbapi_con.autocommit = autocommit
+
+
 def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
                  ) -> optuna.storages.RDBStorage:
     """Opens (and with create=True, creates) the storage; user-facing errors are StorageError."""
@@ -167,8 +188,12 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
                 hb = {"heartbeat_interval": interval, "grace_period": grace,
                       "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=max_retry)}
             full = u.render_as_string(hide_password=False)
-            return HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
-                                    skip_table_creation=not create, **hb)
+            storage = HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
+                                       skip_table_creation=not create, **hb)
+            if u.get_backend_name() == "postgresql":
+                sqlalchemy.event.listen(storage.engine, "connect", _server_keepalive)
+                storage.engine.dispose()  # the connections made while opening lack it
+            return storage
     except (ImportError, NoSuchModuleError) as e:
         raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
                            "postgresql+psycopg:// or mysql+pymysql://") from e
