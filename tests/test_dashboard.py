@@ -100,7 +100,8 @@ def check_api(get: Any, site: dict[str, Any], tmp: Path) -> None:
     assert sorted(trials) == [0, 1] and all(t["state"] == "Complete" for t in trials.values())
     for n, t in trials.items():
         files = {a["filename"]: a for a in t["artifacts"]}
-        assert set(files) == {f"trial-{n}-curves.png", f"trial-{n}-model.pt"}
+        assert set(files) == {f"trial-{n}-curves.png", f"trial-{n}-model.pt",
+                              f"trial-{n}-curves.json"}
         base = f"/artifacts/{sid}/{t['trial_id']}/"
         png = get(base + files[f"trial-{n}-curves.png"]["artifact_id"])
         with Image.open(io.BytesIO(png)) as im:

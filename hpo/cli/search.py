@@ -52,8 +52,8 @@ def create(study_file: StudyFileArg, storage: StorageOpt = None, trials: TrialsO
            ) -> None:
     """Create the study (idempotent) so that workers anywhere can join it."""
     url, c = _create(load_study_file(study_file), storage, trials)
-    typer.echo(f"study '{c.study.study_name}' {'created' if c.created else 'ready'} on "
-               f"{mask(url)} (budget {c.budget} trials)")
+    typer.echo(f"study '{c.study.study_name}' ready on {mask(url)} (budget {c.budget} trials"
+               f"{'; created now' if c.created else ''})")
 
 
 @app.command()

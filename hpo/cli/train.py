@@ -62,8 +62,11 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train one denoiser with the exercise's protocol (or on your own signals) and score it."""
-    cfg = TrainConfig(hidden_size=hidden_size, shift=shift, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, threads=threads_or_env(threads))
+    try:
+        cfg = TrainConfig(hidden_size=hidden_size, shift=shift, epochs=epochs, lr=lr,
+                          batch_size=batch_size, seed=seed, threads=threads_or_env(threads))
+    except ConfigValueError as e:  # e.g. --lr inf: typer's range check lets infinity through
+        raise HpoError(f"--{e.field.replace('_', '-')}: {e.message}") from e
     counts = (train_curves, val_curves, test_curves)
     data = _source(data_file, noisy_file, normalize, counts, data_seed, noise_ratio)
     if save is not None:
