@@ -137,3 +137,13 @@ def cache_dir() -> Path:
 def supervisor_pid() -> int | None:
     value = raw(SUPERVISOR)
     return None if value is None else count(SUPERVISOR, 0, minimum=1, maximum=2**31)
+
+
+def check_all() -> None:
+    """Parses every variable hpo reads, so that a bad one stops any command at once with its
+    one line, rather than a worker later (the CLI calls this before each command)."""
+    heartbeat_settings()
+    storage_retry_seconds()
+    deadline()
+    threads()
+    supervisor_pid()

@@ -51,6 +51,7 @@ class OneLineErrors(typer.core.TyperGroup):
         if not standalone_mode:
             return super().main(standalone_mode=False, **kw)
         try:  # non-standalone: usage errors come back to us instead of being printed
+            env.check_all()
             rv = super().main(standalone_mode=False, **kw)
         except UsageError as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help was printed
