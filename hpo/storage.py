@@ -130,12 +130,14 @@ def undo_new_sqlite_file(url: str) -> Iterator[None]:
 
 
 RETRY_OF_ATTR = "retry_of"
+ARTIFACT_PREFIX = "artifacts:"  # optuna.artifacts' system attr key of a trial's artifact
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's retry (same params, `retry_history` system attr, at most max_retry times), but the
-    new attempt starts without the failed attempt's user attrs: Optuna copies them, so a retry
-    that later completes would still carry the old fail_reason, seeds, host and pid."""
+    new attempt starts without the failed attempt's user attrs and artifact references: Optuna
+    copies both, so a retry that later completes would still carry the old fail_reason, seeds,
+    host and pid, and point at the dead attempt's pictures and model files."""
 
     def __init__(self, max_retry: int | None = None) -> None:
         with warnings.catch_warnings():  # "experimental" since Optuna 2.8; it works
@@ -145,6 +147,8 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         attempt = copy.deepcopy(trial)  # the parent mutates system_attrs' retry_history list
         attempt.user_attrs = {RETRY_OF_ATTR: trial.number}
+        attempt.system_attrs = {k: v for k, v in attempt.system_attrs.items()
+                                if not k.startswith(ARTIFACT_PREFIX)}
         super().__call__(study, attempt)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -96,16 +97,28 @@ def retry(fn: Callable[[], T], what: str, patience: float | None = None,
 
 
 @contextlib.contextmanager
-def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[None]:
+def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int,
+              study: optuna.Study | None = None) -> Iterator[None]:
     """Beats every interval; unlike Optuna's thread it survives a storage error, so a trial
-    outlives a short database restart instead of being declared dead."""
+    outlives a short database restart instead of being declared dead.
+
+    Every half grace period it also fails (and re-queues) the study's stale trials: a dead
+    host's trial is then noticed within 1.5 grace periods, not only when some worker next
+    finishes a trial of its own (minutes, with real trials). Only one worker's attempt to fail
+    a trial succeeds, so concurrent checks re-queue it once."""
     interval = storage.get_heartbeat_interval() or 0
+    every = max(1, math.ceil((storage.grace_period or 2 * interval) / 2 / max(interval, 1)))
     stop = threading.Event()
 
     def beat() -> None:
+        n = 0
         while not stop.is_set():
             with contextlib.suppress(*STORAGE_ERRORS), timing.timed(timing.HEARTBEAT):
                 storage.record_heartbeat(trial_id)
+            n += 1
+            if study is not None and n % every == 0:
+                with contextlib.suppress(*STORAGE_ERRORS), timing.timed(timing.FAIL_STALE):
+                    optuna.storages.fail_stale_trials(study)
             stop.wait(interval)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -183,7 +196,7 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
                 break
             time.sleep(poll)  # the last trials are running elsewhere; wait in case one fails
             continue
-        with heartbeat(storage, optuna_api.trial_id(trial)):
+        with heartbeat(storage, optuna_api.trial_id(trial), study):
             state = _run_one(study, spec, trial, threads, me, job)
         if state == TrialState.FAIL:
             summary.failed += 1
