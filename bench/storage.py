@@ -32,6 +32,8 @@ measured here). Times come from hpo.timing, the package's own hook: every storag
 suggestion and every heartbeat is reported by kind (hpo.timing's constants) in wall seconds and
 in CPU seconds of the calling thread; on SQLite the database work runs in that thread, and on a
 shared machine CPU seconds stay close to what an idle core would take where wall seconds do not.
+"heartbeats" is all the heartbeat thread does (its beats and its own stale-trial checks), beside
+the trial rather than in its path; "fail-stale check" is the one before each claim.
 
 Until issue 11 this script also ran copies of the code before issue 7 ("legacy": reports and
 pruning checks every 5 %, one transaction per user attr, queries that load every trial) to give

@@ -224,7 +224,11 @@ OBJECTIVES: dict[str, Callable[..., objective.Outcome]] = {
 
 class Clock:
     """An hpo.timing observer: wall and thread-CPU seconds and calls per kind, summed in this
-    process (the heartbeat thread reports too, hence the lock), and when each tell ended."""
+    process (the heartbeat thread reports too, hence the lock), and when each tell ended.
+
+    Whatever runs off the worker's main thread is the heartbeat thread's: its beats and its
+    own stale-trial checks (hpo.worker.heartbeat) are counted as heartbeats, work beside the
+    trial, so that "fail-stale check" stays the one the worker makes before each claim."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -234,6 +238,8 @@ class Clock:
         self.tells: list[float] = []
 
     def __call__(self, kind: str, wall: float, cpu: float) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            kind = timing.HEARTBEAT
         with self.lock:
             self.wall[kind] += wall
             self.cpu[kind] += cpu
