@@ -358,37 +358,36 @@ BAD: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
 ]
 
 
-def storage_state(url: str, existing: str, d: Path) -> Any:
+def storage_state(storage: optuna.storages.RDBStorage, existing: str, d: Path) -> Any:
     """What must not change: a SQLite file's rows and bytes; on a shared server (other tests may
     write to it meanwhile) the existing study's definition and trials, and which of this
     module's studies exist."""
-    if url.startswith("sqlite"):
+    if storage.engine.url.get_backend_name() == "sqlite":
         con = sqlite3.connect(d / "hpo.db")
         try:
             return "\n".join(con.iterdump()), (d / "hpo.db").read_bytes()
         finally:
             con.close()
-    storage = open_storage(url, heartbeat=False)
-    try:
-        study = load(existing, storage)[0]
-        mine = sorted(n for n in study_names(storage) if n.startswith("bad-"))
-        return study.user_attrs, len(study.trials), mine
-    finally:
-        storage.engine.dispose()
+    sid = storage.get_study_id_from_name(existing)
+    mine = sorted(n for n in study_names(storage) if n.startswith("bad-"))
+    return (storage.get_study_user_attrs(sid), len(storage.get_all_trials(sid, deepcopy=False)),
+            mine)
 
 
 def test_data_file_mistakes_are_one_line_and_change_no_storage(
-        storage_url: str, data_dir: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        storage_url: str, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
     bad_files(data_dir)
     existing = study_file(tmp_path, {"file": "data/clean.npy"})
     assert invoke("create", existing, "--storage", storage_url).exit_code == 0
-    before = storage_state(storage_url, existing.stem, tmp_path)
+    storage = open_storage(storage_url, heartbeat=False)
+    request.addfinalizer(storage.engine.dispose)
+    before = storage_state(storage, existing.stem, tmp_path)
 
     def check(path: Path, *names: str | Path) -> None:
         one_line_error(invoke("create", path, "--storage", storage_url,
                               env={"HPO_STORAGE": None}), *names)
-        assert storage_state(storage_url, existing.stem, tmp_path) == before, path
+        assert storage_state(storage, existing.stem, tmp_path) == before, path
 
     for case, data, names in BAD:
         path = study_file(tmp_path, data, name=f"bad-{case}-{uuid.uuid4().hex[:6]}")
