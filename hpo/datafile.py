@@ -25,10 +25,10 @@ import numpy as np
 
 from hpo.data import SPLITS, Split
 from hpo.errors import InputFileError
-from hpo.normalize import SCALE_FLOOR, Scale, fit_scale, normalize_split
+from hpo.normalize import SCALE_FLOOR, Scale, fit_scale
 from hpo.signals import parse_signals_csv
 
-# Per-signal normalization lives in hpo.normalize; kept importable from here.
+# Per-signal normalization lives in hpo.normalize; its names stay importable from here.
 __all__ = ["DEFAULT_FRACTIONS", "FLAG_KEYS", "SCALE_FLOOR", "STUDY_KEYS", "FileData", "Keys",
            "Scale", "describe_file", "estimate_bytes", "file_digest", "fit_scale",
            "load_signals_file", "make_file_splits", "normalize_split", "read_shape",
@@ -270,6 +270,13 @@ def _mismatch(noisy: str, noisy_shape: tuple[int, ...], clean: str,
               clean_shape: tuple[int, ...]) -> InputFileError:
     return InputFileError(f"{noisy}: shape {noisy_shape} differs from {clean}'s {clean_shape}; "
                           "give one noisy signal per clean one, in the same order and length")
+
+
+def normalize_split(split: Split) -> tuple[Split, Scale]:
+    """The split in its noisy inputs' units. Score on the original scale: percent_removed(
+    split.clean, split.noisy, scale.undo(output)), as the protocol defines it."""
+    s = fit_scale(split.noisy)
+    return Split(s.apply(split.clean), s.apply(split.noisy), split.n_sines), s
 
 
 def estimate_bytes(shape: tuple[int, int], sizes: tuple[int, int, int], *, csv: bool = False,

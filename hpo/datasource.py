@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from hpo.data import DataConfig, Split, make_split, x_grid
-from hpo.datafile import STUDY_KEYS, FileData, Keys
+from hpo.datafile import STUDY_KEYS, FileData, Keys, normalize_split
 from hpo.metric import percent_removed
-from hpo.normalize import Scale, normalize_split
+from hpo.normalize import Scale
 from hpo.spec import StudySpec
 
 Source = DataConfig | FileData

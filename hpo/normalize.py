@@ -4,7 +4,7 @@ standard deviation, the only statistics a denoiser has at use time.
 A `normalize = true` study trains its model on signals in these units (clean and noisy alike,
 both mapped by the noisy input's statistics) and maps every output back before it is scored, so
 the protocol's metric is always computed on the original scale. `hpo denoise` fits the same map
-on the signals it is given. numpy only.
+on the signals it is given. numpy only, and no hpo import: the lowest floor of the package.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-
-from hpo.data import Split
 
 # A constant signal has std 0: scale it by a tiny fraction of its level instead (it maps to 0).
 SCALE_FLOOR = 1e-6
@@ -37,10 +35,3 @@ def fit_scale(noisy: np.ndarray) -> Scale:
     offset = x.mean(axis=1, keepdims=True)
     std = x.std(axis=1, keepdims=True)
     return Scale(offset, np.maximum(std, SCALE_FLOOR * np.maximum(np.abs(offset), 1.0)))
-
-
-def normalize_split(split: Split) -> tuple[Split, Scale]:
-    """The split in its noisy inputs' units. Score on the original scale: percent_removed(
-    split.clean, split.noisy, scale.undo(output)), as the protocol defines it."""
-    s = fit_scale(split.noisy)
-    return Split(s.apply(split.clean), s.apply(split.noisy), split.n_sines), s
