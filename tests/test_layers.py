@@ -62,6 +62,7 @@ def test_the_search_supervisor_never_imports_torch(tmp_path: Path) -> None:
                            "--trials", "1", "--storage", url], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1/1 trials finished" in proc.stdout
+    assert "next:" in proc.stdout and "hpo evaluate smoke" in proc.stdout  # what to do next
     heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY)
     assert not heavy, f"the supervisor imported {heavy[:5]}"
     worker_log = (tmp_path / "logs" / "smoke-worker-0.log").read_text()

@@ -156,3 +156,19 @@ def test_user_attrs_are_written_in_one_transaction(tmp_path: Path) -> None:
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # finished trials refuse writes, as set_user_attr does
         set_user_attrs(trial, {"late": 1}, call, "record")
+
+
+def test_csv_columns_do_not_follow_the_state_filter(tmp_path: Path) -> None:
+    """`hpo trials --format csv` keeps one column set whatever --state selects."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'c.db'}", create=True, heartbeat=False)
+    study = optuna.create_study(study_name="csv", storage=storage)
+    add(study, TrialState.COMPLETE, [1.0], {"train_seconds": 2.0, "n_params": 7})
+    add(study, TrialState.PRUNED, None, {"pruned_at_epoch": 3})
+    heads = {q.to_csv([q.trial_record(t) for t in study.get_trials(states=states)], ["x"], 1
+                      ).splitlines()[0]
+             for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,), (TrialState.FAIL,),
+                            None)}
+    assert len(heads) == 1
+    head = heads.pop().split(",")
+    assert head[:4] == ["number", "state", "value_0", "param_x"]
+    assert "model_val_removed" in head and "cpu_seconds" in head
