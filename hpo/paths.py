@@ -17,6 +17,13 @@ class PathError(HpoError):
 def check_output(path: Path, flag: str, inputs: Iterable[Path] = (), *,
                  overwrite: bool = True) -> Path:
     """Returns `path` if a file can be written there; raises PathError naming `flag`."""
+    try:
+        return _check(path, flag, inputs, overwrite)
+    except OSError as e:  # a name too long, a loop of links, a path through a file...
+        raise PathError(f"{flag} {path}: {e.strerror or e}; choose another path") from e
+
+
+def _check(path: Path, flag: str, inputs: Iterable[Path], overwrite: bool) -> Path:
     if path.is_dir():
         raise PathError(f"{flag} {path} is a directory; give a file path, e.g. {path}/out")
     for source in inputs:

@@ -62,10 +62,14 @@ def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
 
 def write_signals(path: str | Path, signals: np.ndarray) -> Path:
     path = Path(path)
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        for row in signals:
-            writer.writerow([f"{v:.6g}" for v in row])
+    try:
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            for row in signals:
+                writer.writerow([f"{v:.6g}" for v in row])
+    except OSError as e:  # a full disk, a device such as /dev/full, a read-only place
+        raise InputFileError(f"{path}: cannot write the denoised signals ({e.strerror}); "
+                             "choose another --output") from e
     return path

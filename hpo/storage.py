@@ -63,11 +63,12 @@ def parse(url: str) -> URL:
                            "(--storage or HPO_STORAGE)") from e
     if u.get_backend_name() not in DIALECTS:
         raise StorageError(f"storage URL {mask(url)}: unsupported database "
-                           f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql")
+                           f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql "
+                           "(--storage or HPO_STORAGE)")
     if u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:"):
         # An in-memory database dies with the process: no worker could ever join it.
         raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give a "
-                           "file, e.g. sqlite:///storage/hpo.db")
+                           "file, e.g. sqlite:///storage/hpo.db (--storage or HPO_STORAGE)")
     return u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
 
 
@@ -94,7 +95,8 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
         return
     if not create:
         raise StorageError(f"storage {mask(url)}: no database file at {path}; run `hpo search` "
-                           "or `hpo create` with a study file first, or fix --storage")
+                           "or `hpo create` with a study file first, or fix --storage / "
+                           "HPO_STORAGE")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # WAL is a property of the file: set once here so every later connection gets it.
@@ -216,10 +218,11 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
     if isinstance(e, sqlalchemy.exc.ProgrammingError) or (
             any(m in msg for m in missing) and ("table" in msg or "relation" in msg)):
         return StorageError(f"storage {mask(url)} holds no hpo tables ({msg}); run `hpo search` "
-                            "or `hpo create` with a study file first, or fix --storage")
+                            "or `hpo create` with a study file first, or fix --storage / "
+                           "HPO_STORAGE")
     if u.get_backend_name() == "sqlite":
         return StorageError(f"storage {mask(url)}: cannot use {u.database} as a database "
-                            f"({msg}); point --storage at an hpo SQLite file")
+                            f"({msg}); point --storage (or HPO_STORAGE) at an hpo SQLite file")
     return StorageError(f"cannot reach storage {mask(url)}: {msg}; check the host, port, user, "
                         "password and database name (--storage or HPO_STORAGE)")
 
