@@ -1,7 +1,8 @@
 """`hpo search` against plain Optuna on the same fixed configurations: what does hpo cost?
 
     python bench/vs_optuna.py [--quick] [--trials N] [--pairs P] [--workers W] [--json PATH]
-                              [--keep]
+                              [--keep] [--note TEXT]
+    python bench/vs_optuna.py --from-json bench/results/vs_optuna.json   # reprint a saved run
 
 Both sides train exactly the same N configurations (default 12: hidden 16-40, shift 0-10,
 20-60 epochs, drawn once from a fixed seed; no pruning) on the protocol's data (data seed 0,
@@ -10,9 +11,9 @@ one torch thread per process, two processes sharing one SQLite study:
 
 * **hpo**: the real command, as a user runs it: `hpo search STUDY.toml --workers W` (the
   installed `hpo` script, else `python -m hpo`) in a fresh directory with `HPO_STORAGE` set to a
-  fresh SQLite file, artifacts on (hpo's default: a picture and a model file per trial). The
-  study file is a `points` study listing the N configurations. Nothing of hpo is imported for
-  this side.
+  fresh SQLite file, artifacts on (hpo's default: a picture, a model file and the curves per
+  trial). The study file is a `points` study listing the N configurations. Nothing of hpo is
+  imported for this side.
 * **optuna**: a plain-Optuna script (this file, `--role optuna-search`): it creates the study
   once (SQLite in WAL mode), then starts W worker processes (`--role optuna-worker`), each calling
   `study.optimize(objective)` with `MaxTrialsCallback(N)` as the shared budget. A five-line
@@ -41,10 +42,12 @@ cache and hpo's baseline cache, as on any machine that has created a study befor
   training, per trial; split into inside a trial (complete - start - training) and between a
   worker's consecutive trials.
 
-The table gives each run and the median ratio hpo / optuna over the pairs, for wall and for CPU
-time (which a shared machine's load inflates far less). The load average (`uptime`) is recorded
-before and after every run. `--quick` (4 trials, 2 pairs) is a smoke check; it writes no JSON
-unless --json is given. A full run writes bench/results/vs_optuna.json.
+The table gives each run and the median ratio hpo / optuna over the pairs, for wall, for CPU
+time (which a shared machine's load inflates far less), and for wall at equal training speed
+(each side's wall over its own summed training seconds, then hpo's over optuna's: a neighbour's
+load slows training and overhead alike, so this one survives a busy machine). The load average
+(`uptime`) is recorded before and after every run. `--quick` (4 trials, 2 pairs) is a smoke
+check; it writes no JSON unless --json is given. A full run writes bench/results/vs_optuna.json.
 """
 
 from __future__ import annotations
@@ -162,8 +165,9 @@ def optuna_worker(url: str, name: str, cfgs: list[dict[str, int]], out_dir: Path
         if trial.number >= len(cfgs):  # the other process took the last configuration first
             trial.study.stop()
             raise optuna.TrialPruned("no configuration left")
-        params = {k: trial.suggest_int(k, lo, hi) for k, (lo, hi) in SPACE.items()}
-        cfg = TrainConfig(**params, seed=training_seed(trial.number), threads=1)
+        p = {k: trial.suggest_int(k, lo, hi) for k, (lo, hi) in SPACE.items()}
+        cfg = TrainConfig(hidden_size=p["hidden_size"], shift=p["shift"], epochs=p["epochs"],
+                          seed=training_seed(trial.number), threads=1)
         result = train(cfg, train_split, val_split)
         with log.open("a") as f:
             f.write(json.dumps({"number": trial.number, "pid": os.getpid(),
@@ -253,24 +257,22 @@ def measure(run: Run, cmd: list[str], cwd: Path, env: dict[str, str], url: str, 
     if not done:
         return run
     train = {t.number: train_of(t) for t in done}  # number -> (seconds, worker id)
-    starts = [t.datetime_start for t in done if t.datetime_start]
-    ends = [t.datetime_complete for t in done if t.datetime_complete]
-    run.startup_s = (min(starts) - started).total_seconds()
-    run.tail_s = wall - (max(ends) - started).total_seconds()
+    span = {t.number: (t.datetime_start, t.datetime_complete) for t in done
+            if t.datetime_start is not None and t.datetime_complete is not None}
+    run.startup_s = (min(a for a, _ in span.values()) - started).total_seconds()
+    run.tail_s = wall - (max(b for _, b in span.values()) - started).total_seconds()
     run.train_s = sum(s for s, _ in train.values())
     run.overhead_per_trial_s = (run.workers * wall - run.train_s) / len(done)
-    spans = [((t.datetime_complete - t.datetime_start).total_seconds() - train[t.number][0])
-             for t in done if t.datetime_start and t.datetime_complete]
-    run.in_trial_s = statistics.fmean(spans)
-    by_worker: dict[Any, list[optuna.trial.FrozenTrial]] = {}
-    for t in done:
-        by_worker.setdefault(train[t.number][1], []).append(t)
+    run.in_trial_s = statistics.fmean((b - a).total_seconds() - train[n][0]
+                                      for n, (a, b) in span.items())
+    by_worker: dict[Any, list[tuple[datetime, datetime]]] = {}
+    for n, times in span.items():
+        by_worker.setdefault(train[n][1], []).append(times)
     gaps, firsts = [], []
     for ts in by_worker.values():
-        ts.sort(key=lambda t: t.datetime_start)
-        firsts.append((ts[0].datetime_start - started).total_seconds())
-        gaps += [(b.datetime_start - a.datetime_complete).total_seconds()
-                 for a, b in zip(ts, ts[1:], strict=False)]
+        ts.sort()
+        firsts.append((ts[0][0] - started).total_seconds())
+        gaps += [(b[0] - a[1]).total_seconds() for a, b in zip(ts, ts[1:], strict=False)]
     run.startup_last_worker_s = max(firsts)
     run.between_trials_s = statistics.fmean(gaps) if gaps else 0.0
     arts = [t.user_attrs.get("artifact_seconds") for t in done]
