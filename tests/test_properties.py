@@ -260,8 +260,12 @@ def invoke(args: list[str], *, cpu_seconds: float = 30.0, env: dict[str, str | N
            ) -> Any:
     """The CLI in-process, guarded. Usage errors must come back as one line too."""
     note(f"hpo {' '.join(args)}")
-    result = guarded(lambda: CliRunner().invoke(app, args, env=env or {}), cpu_seconds,
-                     f"hpo {args[0] if args else ''}")
+    # The caller's own HPO_* settings (but the test's artifact and cache directories) must not
+    # leak into a command.
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("HPO_")
+                                    and k not in ("HPO_ARTIFACTS", "HPO_CACHE_DIR")}
+    result = guarded(lambda: CliRunner().invoke(app, args, env={**clean, **(env or {})}),
+                     cpu_seconds, f"hpo {args[0] if args else ''}")
     note(f"exit {result.exit_code}; stdout {result.stdout[-500:]!r}; "
          f"stderr {result.stderr[-800:]!r}")
     return result
@@ -463,7 +467,12 @@ def build_like_a_worker(spec: StudySpec) -> None:
     if spec.sampler.kind == "points":
         for point in spec.sampler.points:
             study.enqueue_trial(dict(point))
-    for _ in range(3):
+    # TPE samples its own way only after its start-up trials: ask past them (its candidates
+    # are drawn then), as every worker soon does.
+    asks = 3
+    if spec.sampler.kind == "tpe":
+        asks = max(3, min(int(spec.sampler.options.get("n_startup_trials", 10)) + 2, 12))
+    for _ in range(asks):
         trial = study.ask()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna warns when it narrows a range (below)
