@@ -322,7 +322,8 @@ def make_world(base: Path) -> World:
         r = CliRunner().invoke(app, ["create", str(f), "--storage", url])
         assert r.exit_code == 0, r.output
     storage = optuna.storages.RDBStorage(url)
-    dist = {"hidden_size": optuna.distributions.IntDistribution(2, 4),
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        "hidden_size": optuna.distributions.IntDistribution(2, 4),
             "epochs": optuna.distributions.IntDistribution(1, 2)}
     for name, states in ((EXISTING, ("complete", "fail")), (DONE, ("complete",))):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -381,6 +382,7 @@ def corners(spec: StudySpec) -> list[dict[str, Any]]:
             except TypeError:
                 ends[p.name] = (values[0], values[-1])
         else:
+            assert p.low is not None and p.high is not None
             cast = int if p.type == "int" else float
             ends[p.name] = (cast(p.low), cast(p.high))
     low = {k: v[0] for k, v in ends.items()}
@@ -460,10 +462,10 @@ def build_like_a_worker(spec: StudySpec) -> None:
                                                            datasource.length(source))) < GIB:
         for name in ("train", "val"):  # (larger ones, within the machine, only estimated)
             datasource.model_split(source, name)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study = optuna.create_study(directions=spec.directions, sampler=sampler, pruner=pruner)
+        study = optuna.create_study(directions=spec.directions,  # type: ignore[arg-type]
+                                    sampler=sampler, pruner=pruner)
     if spec.sampler.kind == "points":
         for point in spec.sampler.points:
             study.enqueue_trial(dict(point))
@@ -479,9 +481,11 @@ def build_like_a_worker(spec: StudySpec) -> None:
             params = {p.name: suggest(trial, p) for p in spec.space}
         for p in spec.space:
             dist = trial.distributions[p.name]
-            if p.type != "categorical" and not (math.isclose(dist.low, p.low, rel_tol=1e-9)
-                                                and math.isclose(dist.high, p.high,
-                                                                 rel_tol=1e-9)):
+            numeric = (optuna.distributions.IntDistribution,
+                       optuna.distributions.FloatDistribution)
+            if isinstance(dist, numeric) and p.low is not None and p.high is not None and not (
+                    math.isclose(dist.low, p.low, rel_tol=1e-9)
+                    and math.isclose(dist.high, p.high, rel_tol=1e-9)):
                 raise SpaceChanged(f"space.{p.name}: the file says {p.low:g} to {p.high:g}"
                                    f"{f' step {p.step:g}' if p.step else ''}, the workers "
                                    f"search {dist}")
@@ -511,6 +515,10 @@ class SpaceChanged(AssertionError):
 def worker_check(spec: StudySpec) -> None:
     """build_like_a_worker, guarded; whatever it raises means "accepted at create time, crashes
     every worker later" (the original exception stays attached: one bug class per origin)."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # (an exhausted grid warns each ask)
     try:
         guarded(lambda: build_like_a_worker(spec), 20.0, "build_like_a_worker")
     except (AcceptedImpossible, TooSlow, WouldKillTheMachine, SpaceChanged):
@@ -518,6 +526,8 @@ def worker_check(spec: StudySpec) -> None:
     except Exception as e:
         raise AcceptedImpossible(f"accepted, but what a worker builds from it raises "
                                  f"{type(e).__name__}: {str(e)[:300]}") from e
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # --- study files: a valid generator ------------------------------------------------------------
@@ -653,7 +663,7 @@ def valid_studies(draw: st.DrawFn, small_data: bool = False) -> dict[str, Any]:
         objective["metric"] = metric
     if two:
         objective["second"] = METRICS[1 - METRICS.index(metric)]
-    if objective or draw(st.booleans()):
+    if bool(objective) or draw(st.booleans()):
         doc["objective"] = objective
     if draw(st.booleans()) or sampler_kind != "tpe":
         doc["sampler"] = sampler
@@ -671,8 +681,8 @@ def valid_studies(draw: st.DrawFn, small_data: bool = False) -> dict[str, Any]:
             lo, hi = INT_RANGES[name]
             train[name] = draw(st.integers(lo, hi))
         else:
-            lo, hi = FLOAT_RANGES[name]
-            train[name] = draw(nice_floats(max(lo, 1e-4) if name == "lr" else lo, hi))
+            flo, fhi = FLOAT_RANGES[name]
+            train[name] = draw(nice_floats(max(flo, 1e-4) if name == "lr" else flo, fhi))
     if train:
         doc["train"] = train
     data: dict[str, Any] = {}
@@ -702,14 +712,14 @@ def valid_studies(draw: st.DrawFn, small_data: bool = False) -> dict[str, Any]:
                 data[key] = draw(strategy)
     if "train_curves" not in names and draw(st.booleans()):
         data["train"] = draw(st.integers(1, 100 if small_data else 300))
-    if data or draw(st.booleans()):
+    if bool(data) or draw(st.booleans()):
         doc["data"] = data
     return doc
 
 
 @st.composite
 def pruner_settings(draw: st.DrawFn, kind: str) -> dict[str, Any]:
-    options: dict[str, st.SearchStrategy[Any]] = {
+    table: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "none": {},
         "median": {"n_startup_trials": st.integers(0, 10), "n_warmup_steps": st.integers(0, 100),
                    "interval_steps": st.integers(1, 10), "n_min_trials": st.integers(1, 5)},
@@ -721,7 +731,8 @@ def pruner_settings(draw: st.DrawFn, kind: str) -> dict[str, Any]:
                                "reduction_factor": st.integers(2, 6),
                                "min_early_stopping_rate": st.integers(0, 4)},
         "hyperband": {"min_resource": st.integers(1, 10), "reduction_factor": st.integers(2, 6)},
-    }[kind]
+    }
+    options = table[kind]
     body: dict[str, Any] = {"type": kind}
     for k, strategy in options.items():
         if draw(st.booleans()) or (kind == "percentile" and k == "percentile"):
@@ -735,6 +746,10 @@ def pruner_settings(draw: st.DrawFn, kind: str) -> dict[str, Any]:
 
 # Shrinking moves towards the front: 10**9 before 10**6, so that a minimal example of "too big"
 # is too big for any machine, not only for the test's guard.
+# Characters a TOML file or a command line can hold: no lone surrogates (not encodable); for
+# arguments and environment values no NUL either (impossible in argv and environ).
+ANY_CHAR = st.characters(exclude_categories=["Cs"])
+ARG_CHAR = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 INT_EXTREMES = [0, -1, 1, 2, 10**9, 2**31, 2**32, 10**18, 2**63 - 1, -(2**63), 10**6]
 FLOAT_EXTREMES = [0.0, -0.0, -1.0, 0.5, 1e-300, 5e-324, 1e9, 1e308, math.inf, -math.inf,
                   math.nan]
@@ -834,7 +849,7 @@ def key_names() -> st.SearchStrategy[str]:
                      st.sampled_from(all_known).map(lambda k: k + "s"),
                      st.sampled_from(all_known).map(str.upper),
                      st.sampled_from(all_known).map(lambda k: k.replace("_", "-")),
-                     st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+                     st.text(ANY_CHAR, min_size=1, max_size=12),
                      st.sampled_from(ODD_NAMES).filter(bool))
 
 
@@ -939,15 +954,16 @@ def mutate(draw: st.DrawFn, doc: dict[str, Any]) -> Mutation:
         if not isinstance(data, dict):
             return Mutation(kind, "data", "not a table")
         key = draw(st.sampled_from(["file", "file", "noisy_file", "normalize"]))
-        value: Any = draw(st.sampled_from(DATA_FILES) if key != "normalize" else
-                          st.one_of(st.booleans(), weird_values()))
-        data[key] = value
-        return Mutation(kind, f"data.{key}", f"set to {value!r}")
+        path_value: Any = draw(st.sampled_from(DATA_FILES) if key != "normalize" else
+                               st.one_of(st.booleans(), weird_values()))
+        data[key] = path_value
+        return Mutation(kind, f"data.{key}", f"set to {path_value!r}")
     if kind == "huge":
         path = draw(st.sampled_from(SIZE_KEYS))
         value = draw(st.sampled_from(HUGE))
         put(doc, path, value)
-        if path[0] == "space" and path[1] not in doc.get("space", {}):
+        space = doc.get("space", {})
+        if path[0] == "space" and (not isinstance(space, dict) or path[1] not in space):
             return Mutation(kind, dotted(path), "no such parameter")
         return Mutation(kind, dotted(path), f"set to {value}")
     # change_type
@@ -1320,16 +1336,14 @@ JUNK = ["", " ", "abc", "1.5", "1e3", "0x10", "+3", " 2 ", "٣", "inf", "-inf", 
 def int_values(sane: tuple[int, int]) -> st.SearchStrategy[str]:
     return st.one_of(st.integers(*sane).map(str), st.sampled_from(INT_EXTREMES).map(str),
                      st.integers(-(10**30), 10**30).map(str), st.sampled_from(JUNK),
-                     st.floats().map(repr), st.text(st.characters(
-                         blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8))
+                     st.floats().map(repr), st.text(ARG_CHAR, max_size=8))
 
 
 def float_values(sane: tuple[float, float]) -> st.SearchStrategy[str]:
     return st.one_of(nice_floats(*sane).map(repr), st.sampled_from(FLOAT_EXTREMES).map(repr),
                      st.sampled_from(INT_EXTREMES).map(str), st.sampled_from(JUNK),
                      st.sampled_from(["1e400", "-1e400", "1e-400", "NaN", "Infinity", "5e-324"]),
-                     st.text(st.characters(blacklist_categories=("Cs",),
-                                           blacklist_characters="\x00"), max_size=8))
+                     st.text(ARG_CHAR, max_size=8))
 
 
 ASCII_INT = re.compile(r"^[+-]?[0-9]+$")
@@ -1571,8 +1585,7 @@ def word_values(valid: list[str]) -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(valid), st.sampled_from(valid).map(str.upper),
                      st.sampled_from(valid).map(lambda s: f" {s}"),
                      st.sampled_from(valid).map(lambda s: s + "d"), st.sampled_from(JUNK),
-                     st.text(st.characters(blacklist_categories=("Cs",),
-                                           blacklist_characters="\x00"), max_size=10))
+                     st.text(ARG_CHAR, max_size=10))
 
 
 def judge_word(s: str, valid: list[str]) -> str:
@@ -1882,8 +1895,7 @@ def env_values(first: str, extra: list[str] | None = None) -> st.SearchStrategy[
         st.sampled_from([first, *DURATION_VALUES, *(extra or [])]),
         st.integers(-(10**20), 10**20).map(str),
         st.floats().map(repr),
-        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-                max_size=12))
+        st.text(ARG_CHAR, max_size=12))
 
 
 DOC_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smh]?)$")  # the README's `30`, `30s`, `1.5m`
