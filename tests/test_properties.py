@@ -1652,6 +1652,8 @@ TRAIN_DATA_FILES = {"signals.npy": "valid", "signals.csv": "valid", "missing.npy
                     "ragged.csv": "invalid", "vector.npy": "invalid", "/dev/zero": "invalid",
                     "/dev/null": "invalid", "": "invalid", "short.npy": "either",
                     "ints.npy": "either"}
+SHAPES = {"signals.npy": (40, 80), "signals.csv": (30, 80), "noisy.npy": (40, 80),
+          "mismatch.npy": (30, 80)}  # of make_data_files' files (nan.npy: 40 x 80, with a NaN)
 SAVE_KINDS = ["none", "new", "nested", "directory", "parent_is_file", "dev_full", "long_name",
               "empty", "proc"]
 
@@ -1718,7 +1720,8 @@ def train_cases(draw: st.DrawFn) -> tuple[dict[str, str], str, str]:
         noisy = draw(st.sampled_from([None, "noisy.npy", "mismatch.npy", "nan.npy"]))
         if noisy is not None:
             flags["--noisy-file"] = noisy
-            verdicts.append("either" if noisy == "noisy.npy" else "invalid")
+            same = SHAPES.get(noisy) is not None and SHAPES.get(noisy) == SHAPES.get(data_file)
+            verdicts.append("either" if same else "invalid")  # noisy inputs row by row
             if "--noise-ratio" in flags:
                 verdicts.append("either")  # no noise is drawn with a noisy file
     elif one_in(10, draw):
