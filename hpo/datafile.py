@@ -17,12 +17,13 @@ import csv
 import hashlib
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from hpo import resources
 from hpo.data import SPLITS, Split
 from hpo.errors import InputFileError
 from hpo.normalize import SCALE_FLOOR, Scale, fit_scale
@@ -359,16 +360,21 @@ def describe_file(path: str | Path, *, noisy_path: str | Path | None = None,
                   keys: Keys = STUDY_KEYS) -> FileData:
     """A FileData for a new study: hashes and shapes (no values loaded), split sizes checked."""
     shape = read_shape(path, what=keys.file)
-    noisy_sha = None
     if noisy_path is not None:
         noisy_shape = read_shape(noisy_path, what=keys.noisy_file)
         if noisy_shape != shape:
             raise _mismatch(f"{keys.noisy_file} {noisy_path}", noisy_shape,
                             f"{keys.file} {path}", shape)
-        noisy_sha = file_digest(noisy_path)
-    fd = FileData(str(path), file_digest(path), shape,
+    fd = FileData(str(path), "", shape,
                   noisy_path=None if noisy_path is None else str(noisy_path),
-                  noisy_sha256=noisy_sha, counts=counts, fractions=fractions,
+                  noisy_sha256=None, counts=counts, fractions=fractions,
                   noise_ratio=noise_ratio, normalize=normalize, seed=seed)
     fd.sizes(keys)  # refuse too few signals now, not in every worker
-    return fd
+    # A file too big to load is refused from its header's shape, before hashing its bytes
+    # (minutes for tens of GB) only to refuse it afterwards.
+    need = resources.Estimate(fd.estimate_bytes(), keys.file)
+    if not need.fits():
+        raise InputFileError(f"{keys.file} {path}: a {shape[0]} x {shape[1]} file "
+                             f"{resources.too_big(need)}; use fewer or shorter signals")
+    return replace(fd, sha256=file_digest(path),
+                   noisy_sha256=None if noisy_path is None else file_digest(noisy_path))

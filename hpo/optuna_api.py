@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 # (module, attribute path) of every private name used below.
@@ -43,6 +44,7 @@ PRIVATE: tuple[tuple[str, str], ...] = (
     ("optuna.storages._cached_storage", "_CachedStorage"),
     ("optuna.trial._trial", "Trial._cached_frozen_trial"),
     ("optuna.study.study", "_SYSTEM_ATTR_METRIC_NAMES"),
+    ("optuna.study._frozen", "FrozenStudy"),
     ("optuna_dashboard._note", "note_ver_key"),
     ("optuna_dashboard._note", "split_body"),
 )
@@ -96,7 +98,7 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return trial._trial_id
 
 
-def summary_id(summary: optuna.study.StudySummary | optuna.study.study.FrozenStudy) -> int:
+def summary_id(summary: optuna.study.StudySummary | FrozenStudy) -> int:
     return summary._study_id
 
 

@@ -3,8 +3,10 @@ itself are refused with one line naming the flag, before a model trains or a fil
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hpo.errors import HpoError
@@ -31,6 +33,9 @@ def _check(path: Path, flag: str, inputs: Iterable[Path], overwrite: bool) -> Pa
             raise PathError(f"{flag} {path} is the input file itself; write to another path so "
                             "the input is kept")
     if path.exists():
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise PathError(f"{flag} {path} is not a regular file (a device, pipe or socket); "
+                            "give a file path")
         if not overwrite:
             raise PathError(f"{flag} {path} already exists; remove it, choose another path or "
                             "pass --force")
@@ -47,4 +52,27 @@ def _check(path: Path, flag: str, inputs: Iterable[Path], overwrite: bool) -> Pa
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PathError(f"{flag} {path}: cannot create files in {ancestor} (permission "
                         "denied); choose another path")
+    if ancestor == parent:
+        # os.access answers yes to root everywhere, also in /proc, /sys or a read-only mount;
+        # creating the file (and removing it) asks the filesystem itself.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(path)
     return path
+
+
+@contextlib.contextmanager
+def writing(path: Path, flag: str) -> Iterator[None]:
+    """Where a checked path still fails when written (a full disk, a quota): one line naming
+    the flag. torch reports its file errors as RuntimeError."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        raise PathError(f"{flag} {path}: writing failed ({reason}); free space or choose "
+                        "another path") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

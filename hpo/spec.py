@@ -54,6 +54,18 @@ class Param:
             return None if self.type == "float" or self.log else self._ints(1)
         return self._ints(self.step) if self.type == "int" else self._floats(self.step)
 
+    def count(self) -> int | None:
+        """len(grid()) without listing it (a wide int range has 2**53 values); None when the
+        range is continuous."""
+        if self.type == "categorical":
+            return len(self.choices)
+        assert self.low is not None and self.high is not None
+        if self.step is None:
+            return None if self.type == "float" or self.log else int(self.high - self.low) + 1
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // int(self.step) + 1
+        return int(round((self.high - self.low) / self.step)) + 1
+
     def corners(self) -> list[Any]:
         """The extreme values a worker may be handed: both ends, or every choice."""
         if self.type == "categorical":

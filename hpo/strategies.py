@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -66,7 +66,7 @@ class SamplerSpec:
         """How many distinct trials this sampler can produce: the grid's points or the listed
         points; None when unbounded."""
         if self.kind == "grid":
-            return math.prod(len(p.grid() or []) for p in space)
+            return math.prod(p.count() or 0 for p in space)
         if self.kind == "points":
             return len(self.points)
         return None
@@ -110,11 +110,31 @@ class PrunerSpec:
         cls = getattr(optuna.pruners, self.CLASSES[self.kind])
         pruner: optuna.pruners.BasePruner = cls(**dict(self.options))
         if self.kind == "hyperband":
-            # HyperbandPruner checks min_resource and reduction_factor only when a trial first
-            # reports (then a ZeroDivisionError for 0 or 1); its brackets' constructor checks now.
+            # HyperbandPruner hands these to its brackets only when a trial first reports (then
+            # a ZeroDivisionError, or a ValueError in every worker); the brackets' constructor
+            # checks them now.
             optuna.pruners.SuccessiveHalvingPruner(**{
-                k: v for k, v in self.options.items() if k in ("min_resource", "reduction_factor")})
+                k: v for k, v in self.options.items()
+                if k in ("min_resource", "reduction_factor", "bootstrap_count")})
         return pruner
+
+    def probe(self, direction: Literal["minimize", "maximize"] = "maximize") -> None:
+        """Runs the pruner as workers will (trials reporting at 10, 20, ..., 100 percent, asking
+        should_prune after each) on a throw-away in-memory study, so that what Optuna refuses
+        only at that point is refused before anything is stored."""
+        if not self.active:
+            return
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                    direction=direction, pruner=self.build())
+        for i in range(4):
+            trial = study.ask()
+            for step in range(10, MAX_STEP + 1, 10):
+                trial.report(float(i * step), step)
+                if trial.should_prune():
+                    study.tell(trial, state=TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, float(i * MAX_STEP))
 
     @property
     def active(self) -> bool:

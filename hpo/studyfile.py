@@ -16,11 +16,14 @@ value loaded and split. hpo.studydata holds those checks.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import re
 import tomllib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,10 @@ MAX_TRIALS = 10**9
 MAX_GRID = 1_000_000
 # Optuna keeps a user attr in a TEXT column: 64 KiB on MySQL. The stored spec must fit.
 MAX_SPEC_BYTES = 60_000
+# A stepped range with more values than this is continuous in all but name (and Optuna's
+# exact decimal arithmetic on the step fails past about 1e28).
+MAX_VALUES = 1e12
+MAX_EI_CANDIDATES = 10_000
 MAX_CORNERS = 4096  # configs built at the corners of the space; more parameters sample corners
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                list: "an array", dict: "a table"}
@@ -90,8 +97,9 @@ def construct(spec: StudySpec, src: str = "<study>") -> None:
     except (ValueError, TypeError) as e:
         raise _fail(src, "sampler", f"Optuna refuses these settings: {_first_line(e)}") from e
     try:
-        spec.pruner.build()
-    except (ValueError, TypeError) as e:
+        with _quiet_optuna():
+            spec.pruner.probe()
+    except (ValueError, TypeError, ArithmeticError) as e:
         raise _fail(src, "pruner", f"Optuna refuses these settings: {_first_line(e)}") from e
     dists = {}
     for p in spec.space:
@@ -117,6 +125,19 @@ def construct(spec: StudySpec, src: str = "<study>") -> None:
         raise _fail(src, "points" if spec.sampler.points else "description",
                     f"the study's definition is {size} bytes as JSON, more than the "
                     f"{MAX_SPEC_BYTES} a storage attribute holds; shorten it")
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """The probe study's own log lines ("A new study created in memory") are not the user's."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def distribution(p: Param) -> optuna.distributions.BaseDistribution:
@@ -309,17 +330,33 @@ class _Parser:
                 raise self.fail(f"{key}.step", "cannot be combined with log = true")
             if step <= 0 or (kind == "int" and step != int(step)):
                 raise self.fail(f"{key}.step", f"must be a positive {kind}, got {step:g}")
-            n = (high - low) / step
-            if abs(n - round(n)) > 1e-9:
+            n = (high - low) / step  # inf for a subnormal step
+            if high > low and n < 1:
+                raise self.fail(f"{key}.step", f"{step:g} is larger than high - low "
+                                f"({high - low:g}), which leaves only low; use a smaller step")
+            if not n <= MAX_VALUES:
+                raise self.fail(f"{key}.step", f"{step:g} cuts [{low:g}, {high:g}] into more "
+                                f"than {MAX_VALUES:g} values; use a coarser step or drop step "
+                                "(a continuous range)")
+            # Whether the step divides the range is Optuna's to say: a distribution whose high
+            # it moves is one the workers would search narrower than the file says.
+            try:
+                with warnings.catch_warnings():  # its warning about moving high: we refuse
+                    warnings.simplefilter("ignore")
+                    d = distribution(Param(name, kind, low=low, high=high, step=step))
+            except (ValueError, TypeError, ArithmeticError) as e:
+                raise self.fail(f"{key}.step", _first_line(e)) from e
+            if d.high != high:  # type: ignore[attr-defined]
                 raise self.fail(f"{key}.step", f"{step:g} does not divide high - low "
-                                f"({high - low:g}); pick a step that fits")
+                                f"({high - low:g}): Optuna would lower high from {high:g} to "
+                                f"{d.high:g}; pick a step that fits")  # type: ignore[attr-defined]
         cast = int if kind == "int" else float
         return Param(name, kind, low=cast(low), high=cast(high), log=log,
                      step=None if step is None else cast(step))
 
     def sampler(self, raw: dict[str, Any], space: tuple[Param, ...]) -> SamplerSpec:
         kind = raw.get("type", "tpe") if isinstance(raw, dict) else None
-        if kind not in SamplerSpec.KINDS:
+        if not isinstance(kind, str) or kind not in SamplerSpec.KINDS:
             raise self.fail("sampler.type", f"unknown sampler {kind!r}; use one of "
                             f"{', '.join(SamplerSpec.KINDS)}")
         s = self.table(raw, "sampler", {"type": str, **SamplerSpec.KINDS[kind]})
@@ -328,12 +365,18 @@ class _Parser:
             if s.get(k, 1) < (1 if k == "n_ei_candidates" else 0):
                 raise self.fail(f"sampler.{k}", f"must be >= {1 if k == 'n_ei_candidates' else 0}"
                                 f", got {s[k]}")
+        if s.get("n_ei_candidates", 1) > MAX_EI_CANDIDATES:
+            # TPE scores every candidate against every past trial: 8 bytes each, per suggestion.
+            raise self.fail("sampler.n_ei_candidates", f"{s['n_ei_candidates']} candidates "
+                            f"would cost ~{s['n_ei_candidates'] * 8 / 2**30:.2g} GiB per "
+                            f"suggestion and trial so far; use at most {MAX_EI_CANDIDATES} "
+                            "(Optuna's default is 24)")
         if kind == "grid":
             for p in space:
-                if p.grid() is None:
+                if p.count() is None:
                     raise self.fail(f"space.{p.name}", "a grid needs finite values: give a step "
                                     "or choices")
-            size = math.prod(len(p.grid() or []) for p in space)
+            size = math.prod(p.count() or 0 for p in space)
             if size > MAX_GRID:
                 raise self.fail("sampler.type", f"the grid has {size} points, more than "
                                 f"{MAX_GRID}; coarsen the steps")
@@ -358,7 +401,7 @@ class _Parser:
 
     def pruner(self, raw: dict[str, Any], metrics: tuple[str, ...]) -> PrunerSpec:
         kind = raw.get("type", "none") if isinstance(raw, dict) else None
-        if kind not in PrunerSpec.KINDS:
+        if not isinstance(kind, str) or kind not in PrunerSpec.KINDS:
             raise self.fail("pruner.type", f"unknown pruner {kind!r}; use one of "
                             f"{', '.join(PrunerSpec.KINDS)}")
         p = self.table(raw, "pruner", {"type": str, **PrunerSpec.KINDS[kind]})
@@ -376,6 +419,16 @@ class _Parser:
                                 f"each trial's schedule (10, 20, ..., {MAX_STEP})")
         if p.get("min_resource", 1) > p.get("max_resource", MAX_STEP):
             raise self.fail("pruner.min_resource", "must not exceed max_resource")
+        if "min_early_stopping_rate" in p:
+            # Successive halving's first rung is at min_resource * reduction_factor ** rate;
+            # Optuna computes that power at every report, which never ends for a huge rate.
+            rate, factor = p["min_early_stopping_rate"], p.get("reduction_factor", 4)
+            first = max(p.get("min_resource", 1), 1)
+            top = 0 if factor < 2 else int(math.log(MAX_STEP / first, factor) + 1e-9)
+            if rate > top:
+                raise self.fail("pruner.min_early_stopping_rate", f"{rate} puts the first rung "
+                                f"past step {MAX_STEP} (the end of every schedule), so nothing "
+                                f"would be pruned; use at most {top}")
         if kind == "percentile" and "percentile" not in p:
             raise self.fail("pruner.percentile", "missing; e.g. percentile = 25.0 (prune trials "
                             "below the 25th percentile)")

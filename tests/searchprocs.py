@@ -111,7 +111,7 @@ class Search:
 
 def start_search(study_file: Path, cwd: Path, *args: str, url: str | None = None,
                  env: dict[str, str] | None = None, tag: str = "search") -> Search:
-    """`hpo search STUDY_FILE [--storage URL] ARGS` in cwd (its logs go to cwd/storage/logs)."""
+    """`hpo search STUDY_FILE [--storage URL] ARGS` in cwd (see worker_logs for its logs)."""
     cmd = [sys.executable, "-m", "hpo", "search", str(study_file), *args]
     if url is not None:
         cmd += ["--storage", url]
@@ -120,6 +120,16 @@ def start_search(study_file: Path, cwd: Path, *args: str, url: str | None = None
         proc = subprocess.Popen(cmd, cwd=cwd, env=env or hpo_env(), stdout=o, stderr=e,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     return Search(proc, out, err, set())
+
+
+def worker_logs(url: str | None, cwd: Path) -> dict[str, str]:
+    """The worker logs of a search started in cwd, by file name: beside a SQLite file, else in
+    cwd/storage/logs (hpo.search.log_dir, resolved from cwd)."""
+    from hpo.search import log_dir
+
+    where = log_dir(url) if url is not None and url.startswith("sqlite") else None
+    folder = where if where is not None else cwd / "storage" / "logs"
+    return {f.name: f.read_text() for f in folder.glob("*.log")}
 
 
 @contextlib.contextmanager

@@ -221,6 +221,24 @@ STUDY_FILES = [
     StudyCase("nan_bound", 'name = "p"\ntrials = 4\n[space.lr]\ntype = "float"\nlow = nan\n'
                            'high = 0.1\n', "space.lr.low"),
     StudyCase("val_curves_zero", edit(data__val=0), "data.val"),
+    # Found by tests/test_properties.py's long run (issue 10); each stands for a class.
+    StudyCase("sampler_type_an_array", edit(sampler={"type": ["tpe"]}), "sampler.type"),
+    StudyCase("pruner_type_a_table", edit(pruner={"type": {"a": 1}}), "pruner.type"),
+    StudyCase("step_subnormal", edit(space__lr={"type": "float", "low": 0.001, "high": 0.01,
+                                                "step": 5e-324}), "space.lr.step"),
+    StudyCase("step_too_fine_for_decimal", edit(space__lr={
+        "type": "float", "low": 0.001, "high": 0.01, "step": 1e-300}), "space.lr.step"),
+    StudyCase("step_larger_than_range", edit(space__lr={
+        "type": "float", "low": 0.001, "high": 0.01, "step": 1.0}), "space.lr.step"),
+    StudyCase("hyperband_negative_bootstrap", edit(pruner={"type": "hyperband",
+                                                           "bootstrap_count": -1}), "pruner"),
+    StudyCase("halving_rate_huge", edit(pruner={"type": "successive_halving",
+                                                "min_early_stopping_rate": 10**18}),
+              "pruner.min_early_stopping_rate"),
+    StudyCase("tpe_candidates_huge", edit(sampler={"type": "tpe", "n_ei_candidates": 10**9}),
+              "sampler.n_ei_candidates"),
+    StudyCase("unknown_key_with_a_newline", 'name = "p"\ntrials = 4\n"bad\\nkey" = 1\n'
+              '[space.hidden_size]\ntype = "int"\nlow = 4\nhigh = 8\n', "bad\\nkey"),
 ]
 
 
@@ -323,6 +341,10 @@ CASES = [
          "'trial'"),
     Case("evaluate_top_zero", lambda w: ["evaluate", EXISTING, "--top", "0", *storage(w)],
          "--top"),
+    Case("best_top_beyond_int64", lambda w: ["best", EXISTING, "--top", str(2**63),
+                                             *storage(w)], "--top"),
+    Case("replay_trial_beyond_int64", lambda w: ["replay", EXISTING, str(2**64), *storage(w)],
+         "'trial'"),
     # storage URLs
     url_case("unreachable_port", "postgresql://postgres@127.0.0.1:1/test", "127.0.0.1:1"),
     url_case("unreachable_port_on_create", "postgresql://postgres@127.0.0.1:1/test",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import backend_url
 from optuna.trial import TrialState
-from searchprocs import hpo_env, read_trials, running_search
+from searchprocs import hpo_env, read_trials, running_search, worker_logs
 
 from hpo.studyfile import load_study_file
 
@@ -46,7 +46,7 @@ def test_sixteen_workers_run_a_400_point_grid_exactly_once(
         code = search.wait(1100)
     seconds = time.monotonic() - t0
 
-    logs = {f.name: f.read_text() for f in (tmp_path / "storage" / "logs").glob("*.log")}
+    logs = worker_logs(url, tmp_path)
     assert code == 0, search.stderr[-3000:]
     assert f"{points}/{points} trials finished" in search.stdout
     assert len(logs) == WORKERS

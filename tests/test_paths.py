@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpo.errors import HpoError
-from hpo.paths import PathError, check_output
+from hpo.paths import PathError, check_output, writing
 
 not_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                              reason="root may write anywhere; permissions cannot be tested")
@@ -140,3 +140,40 @@ def test_unwritable_places_whatever_the_user(tmp_path: Path,
     assert "not writable" in _refused(out)
     assert "permission denied" in _refused(tmp_path / "new.csv")
     assert "permission denied" in _refused(tmp_path / "sub" / "new.csv")
+
+
+@pytest.mark.parametrize("place", ["/proc", "/sys"])
+def test_places_that_refuse_files_even_to_root(place: str) -> None:
+    """os.access answers yes to root in /proc and /sys; creating the file asks the kernel."""
+    if not Path(place).is_dir():
+        pytest.skip(f"{place} is not mounted here")
+    assert "choose another path" in _refused(Path(place) / "model.pt")
+
+
+def test_a_name_longer_than_the_filesystem_allows(tmp_path: Path) -> None:
+    assert "too long" in _refused(tmp_path / ("a" * 300 + ".pt"))
+
+
+def test_devices_and_pipes_are_not_output_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _refused(fifo)
+    if Path("/dev/full").exists():
+        assert "not a regular file" in _refused(Path("/dev/full"))
+
+
+def test_a_write_that_fails_later_is_one_line_naming_the_flag() -> None:
+    """A full disk: /dev/full refuses every byte with ENOSPC."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with pytest.raises(PathError) as info, writing(Path("/dev/full"), "--save"), \
+            open("/dev/full", "wb") as f:
+        f.write(b"x" * 100_000)
+    assert str(info.value).startswith("--save /dev/full: writing failed (No space left")
+    assert "\n" not in str(info.value)
+
+
+def test_torch_style_write_errors_are_translated_too(tmp_path: Path) -> None:
+    with pytest.raises(PathError, match=r"^--out .*: writing failed \(\[enforce fail\]"), \
+            writing(tmp_path / "m.pt", "--out"):
+        raise RuntimeError("[enforce fail] open file failed\nstack trace...")

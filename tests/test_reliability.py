@@ -43,6 +43,7 @@ from searchprocs import (
     successors,
     utc_now,
     wait_until,
+    worker_logs,
 )
 from typer.testing import CliRunner
 
@@ -179,7 +180,7 @@ def test_postgres_restart_mid_search_loses_nothing(
                for t in by_state(trials, *FINISHED))
     assert outage < 60
     # The workers met the outage mid-trial and waited it out (see hpo.worker.retry).
-    logs = "".join(f.read_text() for f in (tmp_path / "storage" / "logs").glob("*.log"))
+    logs = "".join(worker_logs(url, tmp_path).values())
     assert "storage error while trying to" in logs
     assert "Traceback" not in logs
 

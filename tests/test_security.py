@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from searchprocs import cmdline, hpo_env, running_search, wait_until
+from searchprocs import cmdline, hpo_env, running_search, wait_until, worker_logs
 from typer.testing import CliRunner
 
 from hpo.cli import app
@@ -87,10 +87,10 @@ def test_password_never_shows_in_output_logs_or_command_lines(
     shown = search.stdout + search.stderr
     assert SECRET not in shown
     assert f"{ROLE}:***@" in shown  # the URL is shown, masked
-    logs = list((tmp_path / "storage" / "logs").glob("*.log"))
+    logs = worker_logs(secret_url, tmp_path)
     assert len(logs) == 2
-    for log in logs:
-        assert SECRET not in log.read_text(), log
+    for log_name, text in logs.items():
+        assert SECRET not in text, log_name
 
     # Every command that reads the storage, on success and on failure.
     for args in (["studies"], ["studies", "--json"], ["trials", name, "--format", "json"],

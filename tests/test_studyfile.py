@@ -388,6 +388,64 @@ def test_parser_refusals(change: Any, key: str) -> None:
     _refused(raw, key)
 
 
+LR = {"type": "float", "low": 0.001, "high": 0.01}
+
+
+@pytest.mark.parametrize(("table", "body", "key", "says"), [
+    # A type that is not a string (an array, a table) is named, not a TypeError.
+    ("sampler", {"type": ["tpe"]}, "sampler.type", "unknown sampler"),
+    ("pruner", {"type": {"a": 1}}, "pruner.type", "unknown pruner"),
+    # Optuna's HyperbandPruner passes bootstrap_count to its brackets only at the first report.
+    ("pruner", {"type": "hyperband", "bootstrap_count": -1}, "pruner", "bootstrap_count"),
+    # A rate this high makes Optuna compute reduction_factor ** rate at every report.
+    ("pruner", {"type": "successive_halving", "min_early_stopping_rate": 10**18},
+     "pruner.min_early_stopping_rate", "use at most 3"),
+    ("pruner", {"type": "successive_halving", "reduction_factor": 2,
+                "min_early_stopping_rate": 7}, "pruner.min_early_stopping_rate", "at most 6"),
+    # 8 bytes per candidate and past trial, per suggestion: 1e9 was 7.45 GiB.
+    ("sampler", {"type": "tpe", "n_ei_candidates": 10**9}, "sampler.n_ei_candidates", "GiB"),
+])
+def test_settings_that_fail_or_exhaust_workers_later(table: str, body: dict[str, Any], key: str,
+                                                     says: str) -> None:
+    raw = _raw()
+    raw[table] = body
+    assert says in _refused(raw, key)
+
+
+@pytest.mark.parametrize(("step", "says"), [
+    (5e-324, "more than 1e+12 values"),  # (high - low) / step overflows to inf
+    (1e-300, "more than 1e+12 values"),  # Optuna's decimal arithmetic fails on the step
+    (1.0, "larger than high - low"),  # Optuna would quietly search low only
+    (0.004, "lower high from 0.01 to 0.009"),  # Optuna would quietly narrow the range
+])
+def test_float_steps_optuna_would_reject_or_narrow(step: float, says: str) -> None:
+    raw = _raw()
+    raw["space"]["lr"] = {**LR, "step": step}
+    assert says in _refused(raw, "space.lr.step")
+
+
+def test_steps_that_divide_the_range_exactly_are_kept() -> None:
+    raw = _raw()
+    raw["space"]["lr"] = {**LR, "step": 0.001}
+    lr = next(p for p in parse_study(raw, SRC).space if p.name == "lr")
+    assert (lr.low, lr.high, lr.step, lr.count()) == (0.001, 0.01, 0.001, 10)
+
+
+def test_a_grid_over_a_huge_int_range_is_sized_without_listing_it() -> None:
+    raw = _raw()
+    raw["sampler"] = {"type": "grid"}
+    raw["space"] = {"hidden_size": {"type": "int", "low": 1, "high": 2**53}}
+    assert "9007199254740992 points" in _refused(raw, "sampler.type")
+
+
+def test_a_pruner_that_passes_construction_is_also_run() -> None:
+    """The probe reports and asks should_prune as workers do, on an in-memory study."""
+    PrunerSpec("hyperband", {"min_resource": 10, "reduction_factor": 3}).probe()
+    PrunerSpec("successive_halving", {"min_early_stopping_rate": 3}).probe()
+    with pytest.raises(ValueError, match="bootstrap_count"):
+        PrunerSpec("hyperband", {"bootstrap_count": -1}).probe()
+
+
 def test_parse_does_not_modify_the_raw_data() -> None:
     raw = _raw()
     before = copy.deepcopy(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -21,12 +22,22 @@ from hpo.study import load
 err = Console(stderr=True)
 
 
+# A message may quote what the user typed (a key, a path); its control characters are shown
+# escaped, so that an error is always exactly one line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
+
+
 def say_error(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False,
+              soft_wrap=True)
 
 
 # `hpo --help` lists commands in the order a user meets them, not in registration order.
@@ -99,6 +110,9 @@ StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.")
 # metavar "": a flag takes no value, so its help shows none (typer would print <bool>).
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a "
                                                                   "table or text.")]
+# The upper bound of every count a flag takes (a trial number, --top, --workers...): beyond it
+# a value is a typing slip, and unbounded ones overflow C integers downstream.
+MAX_COUNT = 2**31 - 1
 ThreadsOpt = Annotated[int | None, typer.Option(
     min=1, max=1024, help="Torch threads per process. Default: $HPO_THREADS, else 1.")]
 ArtifactsOpt = Annotated[str | None, typer.Option(

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from hpo.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.cli.common import (
+    MAX_COUNT,
     ArtifactsOpt,
     JsonOpt,
     StorageOpt,
@@ -29,7 +30,7 @@ from hpo.cli.common import (
 from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
 from hpo.data import DataConfig
 from hpo.datasource import Source, source_of, verify
-from hpo.paths import check_output
+from hpo.paths import check_output, writing
 from hpo.storage import mask
 from hpo.study import load
 
@@ -76,7 +77,8 @@ def baselines_cmd(
     study: Annotated[str | None, typer.Option(
         "--study", help="Use this study's data protocol (from the storage).")] = None,
     storage: StorageOpt = None,
-    data_seed: Annotated[int, typer.Option(help="Data seed (ignored with --study).")] = 0,
+    data_seed: Annotated[int, typer.Option(
+        min=0, max=MAX_COUNT, help="Data seed (ignored with --study).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""
@@ -117,7 +119,8 @@ def export_cmd(
     study: StudyArg,
     out: Annotated[Path, typer.Option("--out", help="Where to write the model file.")],
     trial: Annotated[int | None, typer.Option(
-        "--trial", help="Trial number (default: the best complete trial).")] = None,
+        "--trial", min=0, max=MAX_COUNT,
+        help="Trial number (default: the best complete trial).")] = None,
     storage: StorageOpt = None,
     artifacts: ArtifactsOpt = None,
     force: Annotated[bool, typer.Option("--force", metavar="", help="Overwrite --out.")] = False,
@@ -126,7 +129,8 @@ def export_cmd(
     check_output(out, "--out", overwrite=force)
     url, st = open_storage_url(storage)
     s, _ = load(study, st)
-    t, meta = export_model(s, st, resolve_dir(artifacts, url), trial, out, force)
+    with writing(out, "--out"):
+        t, meta = export_model(s, st, resolve_dir(artifacts, url), trial, out, force)
     score = meta.get("scores", {}).get("val_removed")
     typer.echo(f"exported trial {t.number} of '{study}' (hidden {meta['hidden_size']}, shift "
                f"{meta['shift']}; its model removes "
@@ -149,7 +153,7 @@ def _size(n: int) -> str:
 def prune_cmd(
     study: StudyArg,
     keep_top: Annotated[int, typer.Option(
-        "--keep-top", min=0, help="Keep the artifacts of the best K trials.")],
+        "--keep-top", min=0, max=MAX_COUNT, help="Keep the artifacts of the best K trials.")],
     storage: StorageOpt = None,
     artifacts: ArtifactsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", metavar="",

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from hpo.cli.common import (
+    MAX_COUNT,
     JsonOpt,
     StorageOpt,
     StudyArg,
@@ -59,7 +60,7 @@ def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
 def best(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option(min=1, help="How many trials.")] = 1,
+    top: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="How many trials.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """The best trials (the Pareto front for two objectives)."""
@@ -141,7 +142,7 @@ def _params(params: dict[str, Any]) -> str:
 @app.command("replay")
 def replay_cmd(
     study: StudyArg,
-    trial: Annotated[int, typer.Argument(min=0, help="Trial number.")],
+    trial: Annotated[int, typer.Argument(min=0, max=MAX_COUNT, help="Trial number.")],
     storage: StorageOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from hpo import resources
 from hpo.cli.common import (
+    MAX_COUNT,
     StorageOpt,
     StudyArg,
     ThreadsOpt,
@@ -59,14 +60,16 @@ def create(study_file: StudyFileArg, storage: StorageOpt = None, trials: TrialsO
 @app.command()
 def search(
     study_file: StudyFileArg,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (capped "
-                                                     "by its memory and cores).")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_COUNT,
+                                         help="Worker processes on this machine (capped "
+                                              "by its memory and cores).")] = 2,
     trials: TrialsOpt = None,
     storage: StorageOpt = None,
     timeout: Annotated[float | None, typer.Option(
         min=0, max=10 * 365 * 86400, help="Start no new trial after this many seconds.")] = None,
     threads: ThreadsOpt = None,
-    top: Annotated[int, typer.Option(min=1, help="Best trials to print at the end.")] = 5,
+    top: Annotated[int, typer.Option(min=1, max=MAX_COUNT,
+                                     help="Best trials to print at the end.")] = 5,
 ) -> None:
     """Run a parallel search: create the study once, start workers, show progress."""
     spec = load_study_file(study_file)  # every check that needs no storage comes first
@@ -99,7 +102,8 @@ def worker(
     storage: StorageOpt = None,
     threads: ThreadsOpt = None,
     worker_index: Annotated[int | None, typer.Option(
-        min=0, help="Seeds this worker's sampler (hpo search numbers its workers 0..N-1).")
+        min=0, max=MAX_COUNT,
+        help="Seeds this worker's sampler (hpo search numbers its workers 0..N-1).")
     ] = None,
 ) -> None:
     """Join an existing study from any machine; stop when its budget is reached."""

@@ -15,13 +15,13 @@ from typing import Annotated
 import typer
 
 from hpo import resources
-from hpo.cli.common import JsonOpt, ThreadsOpt, app, emit_json, threads_or_env, warn
+from hpo.cli.common import MAX_COUNT, JsonOpt, ThreadsOpt, app, emit_json, threads_or_env, warn
 from hpo.config import ConfigValueError, TrainConfig
 from hpo.data import DataConfig
 from hpo.datafile import FLAG_KEYS, FileData, describe_file, load_signals_file
 from hpo.datasource import Source, describe, sizes
 from hpo.errors import HpoError
-from hpo.paths import check_output
+from hpo.paths import check_output, writing
 
 SYNTHETIC_COUNTS = (200, 50, 1000)  # the protocol's training, validation and test curves
 FLAGS = {"n_train": "--train-curves", "n_val": "--val-curves", "n_test": "--test-curves",
@@ -30,21 +30,26 @@ FLAGS = {"n_train": "--train-curves", "n_val": "--val-curves", "n_test": "--test
 
 @app.command()
 def train(
-    hidden_size: Annotated[int, typer.Option(min=1, help="LSTM hidden size.")] = 40,
-    shift: Annotated[int, typer.Option(min=0, help="Look-ahead steps.")] = 10,
+    hidden_size: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="LSTM hidden size.")] = 40,
+    shift: Annotated[int, typer.Option(min=0, max=MAX_COUNT, help="Look-ahead steps.")] = 10,
     epochs: Annotated[int, typer.Option(min=1, max=1_000_000,
                                         help="Epochs (cosine schedule length).")] = 100,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the initial weights.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_COUNT,
+                                      help="Seed of the initial weights.")] = 0,
     lr: Annotated[float, typer.Option(min=1e-9, help="Adam learning rate.")] = 0.01,
-    batch_size: Annotated[int, typer.Option(min=1, help="Curves per step.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Curves per step.")] = 10,
     train_curves: Annotated[int | None, typer.Option(
-        min=1, help="Training curves (default 200, or 60 % of --data-file).")] = None,
+        min=1, max=MAX_COUNT,
+        help="Training curves (default 200, or 60 % of --data-file).")] = None,
     val_curves: Annotated[int | None, typer.Option(
-        min=1, help="Validation curves (default 50, or 20 % of --data-file).")] = None,
+        min=1, max=MAX_COUNT,
+        help="Validation curves (default 50, or 20 % of --data-file).")] = None,
     test_curves: Annotated[int | None, typer.Option(
-        min=1, help="Held-out test curves (default 1000, or 20 % of --data-file).")] = None,
+        min=1, max=MAX_COUNT,
+        help="Held-out test curves (default 1000, or 20 % of --data-file).")] = None,
     data_seed: Annotated[int, typer.Option(
-        min=0, help="Seed of the curves (of a data file: its row shuffle and drawn noise).")] = 0,
+        min=0, max=MAX_COUNT,
+        help="Seed of the curves (of a data file: its row shuffle and drawn noise).")] = 0,
     noise_ratio: Annotated[float | None, typer.Option(
         min=0, max=10, help="Noise std / each clean signal's peak-to-peak (default 0.05).")
     ] = None,
@@ -99,7 +104,8 @@ def train(
                        "normalize": data.normalize}
     if save is not None and result.status != "diverged":
         scores = {"val_removed": result.val_removed, "test_removed": test}
-        out["saved"] = str(save_model(save, result.model, cfg, data, scores))
+        with writing(save, "--save"):
+            out["saved"] = str(save_model(save, result.model, cfg, data, scores))
     if as_json:
         emit_json(out)
     else:
@@ -187,7 +193,9 @@ def denoise(
         # The LSTM runs on any length, so this is allowed; but it never saw such signals.
         warn(f"--input {input}: signals of {signals.shape[1]} points, but {model} was trained "
              f"on {trained}-point signals; denoising anyway (quality may differ)")
-    write_signals(output, apply_model(net, meta, signals))
+    denoised = apply_model(net, meta, signals)
+    with writing(output, "--output"):
+        write_signals(output, denoised)
     how = ", each normalized by its own mean and std" if meta.get("normalize") else ""
     typer.echo(f"denoised {len(signals)} signals of {signals.shape[1]} points with "
                f"{model} (hidden {meta['hidden_size']}, shift {meta['shift']}{how}) -> {output}")

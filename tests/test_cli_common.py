@@ -1,0 +1,42 @@
+"""hpo.cli.common: the CLI's one error boundary and what every command shares.
+
+Every integer a flag or argument takes is bounded (a value past 2**63 once reached SQL as an
+OverflowError), and an error line stays one line whatever it quotes.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+
+from hpo.cli import app
+from hpo.cli.common import MAX_COUNT, one_line
+
+
+def _params(cmd: Any, path: str = "hpo") -> Iterator[tuple[str, Any]]:
+    for p in cmd.params:
+        yield path, p
+    for name, sub in getattr(cmd, "commands", {}).items():  # a group's sub-commands
+        yield from _params(sub, f"{path} {name}")
+
+
+def _is_int(p: Any) -> bool:
+    """typer (>= 0.2x) keeps a parameter's annotation; `int | None` counts as int."""
+    t = p.type_descriptor.annotation
+    return t is int or int in typing.get_args(t)
+
+
+def test_every_integer_flag_has_both_bounds() -> None:
+    ints = [(where, p) for where, p in _params(typer.main.get_command(app)) if _is_int(p)]
+    assert len(ints) >= 15  # the walk reaches the sub-commands' options
+    unbounded = [f"{where} {p.name}" for where, p in ints if p.min is None or p.max is None]
+    assert not unbounded, unbounded
+    assert all(p.max <= MAX_COUNT for _, p in ints)
+
+
+def test_one_line_escapes_what_would_break_the_line() -> None:
+    assert one_line("bad\nkey\r\tx\x1b[31m\u2028end\n") == "bad\\nkey\\r\\tx\\x1b[31m\\u2028end"
+    assert one_line("plain: ünïcode stays") == "plain: ünïcode stays"
