@@ -2,10 +2,9 @@
 
 The parser half (data_table) refuses keys that do not combine and, for a file study, resolves
 the paths against the study file's directory and describes the files (shape from the header,
-sha256, split sizes) into the FileData the study stores. The construct() half (file_estimate,
-check_file_values) checks a spec as a worker will meet it: the memory its data needs, then the
-same bytes and every value loaded and split. Each failure is one line naming the study file, the
-dotted key, the data file and the fix. numpy only.
+sha256, split sizes) into the FileData the study stores (hpo.construct then checks it as a
+worker will meet it). Each failure is one line naming the study file, the dotted key, the data
+file and the fix. numpy only.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ from typing import Any
 from hpo.config import ConfigValueError
 from hpo.data import DataConfig
 from hpo.datafile import DEFAULT_FRACTIONS, describe_file
-from hpo.datasource import file_splits, verify
 from hpo.errors import InputFileError, StudyFileError
-from hpo.spec import FILE_KEY, StudySpec
+from hpo.spec import FILE_KEY
 
 # Study-file [data] keys and their TOML types.
 DATA_KEYS: dict[str, type] = {"seed": int, "train": int, "val": int, "test": int,
@@ -82,28 +80,3 @@ def data_table(d: dict[str, Any], searched: Collection[str], src: str, base: Pat
     except InputFileError as e:
         raise StudyFileError(f"{src}: {e}") from e
     return {FILE_KEY: fd.to_dict()}
-
-
-def file_estimate(spec: StudySpec, src: str) -> tuple[int, int, int] | None:
-    """(bytes its data needs at peak, points per signal, validation signals) of a file study,
-    from the recorded shapes alone; None for the synthetic curves."""
-    fd = spec.file_data()
-    if fd is None:
-        return None
-    try:
-        return fd.estimate_bytes(), fd.shape[1], fd.sizes()[1]
-    except InputFileError as e:
-        raise StudyFileError(f"{src}: {e}") from e
-
-
-def check_file_values(spec: StudySpec, src: str) -> None:
-    """What a worker will do with a file study's data: check its bytes against the recorded
-    sha256, load every value (NaN, inf, text, ragged rows are refused) and split it."""
-    fd = spec.file_data()
-    if fd is None:
-        return
-    try:
-        verify(fd)  # never cached: the bytes on disk now
-        file_splits(fd)  # cached: `hpo create` draws its note's baselines from the same splits
-    except InputFileError as e:
-        raise StudyFileError(f"{src}: {e}") from e

@@ -1,12 +1,9 @@
 """Study files: TOML data declaring one study, validated strictly before storage is touched.
 
-Validation has two halves. The parser checks what only hpo knows: unknown keys, types, names,
-which parameters exist. Then `construct()` builds, in memory, every object a worker will build
-from the spec, through the owners' own constructors: Optuna's sampler and pruner, each
-parameter's distribution, each listed point as a trial in those distributions, the seeds, and
-the training and data configs at every corner of the space; and it estimates the memory of the
-data and of the largest model (hpo.resources). Whatever those refuse is refused here, with the
-owner's reason, as one line naming the file and the dotted key.
+Validation has two halves. The parser here checks what only hpo knows: unknown keys, types,
+names, which parameters exist, resource bounds no library checks. Then hpo.construct builds, in
+memory, every object a worker will build from the spec, through the owners' own constructors,
+and refuses what they refuse, as one line naming the file and the dotted key.
 
 A study on the user's own signals (`[data] file = "PATH"`, relative to the study file) is
 described by the parser (the files' shapes from their headers, their sha256, the split sizes),
@@ -16,40 +13,39 @@ value loaded and split. hpo.studydata holds those checks.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
 import math
 import re
 import tomllib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import optuna
-
-from hpo import resources
-from hpo.config import ConfigValueError
+from hpo.construct import (
+    MAX_CORNERS,
+    MAX_SPEC_BYTES,
+    construct,
+    contains,
+    distribution,
+    fail,
+    first_line,
+    memory_estimate,
+)
 from hpo.errors import StudyFileError
-from hpo.spec import DATA_FIELDS, METRICS, TUNABLE, Param, StudySpec
+from hpo.spec import METRICS, TUNABLE, Param, StudySpec
 from hpo.strategies import MAX_STEP, PrunerSpec, SamplerSpec
-from hpo.studydata import DATA_KEYS, check_file_values, data_table, file_estimate
+from hpo.studydata import DATA_KEYS, data_table
 
-__all__ = ["StudySpec", "construct", "load_study_file", "memory_estimate", "parse_study"]
+__all__ = ["MAX_CORNERS", "MAX_SPEC_BYTES", "StudySpec", "construct", "distribution",
+           "load_study_file", "memory_estimate", "parse_study"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_TRIALS = 10**9
 # Optuna's GridSampler lists every point in memory (and so does a points study's storage).
 MAX_GRID = 1_000_000
-# Optuna keeps a user attr in a TEXT column: 64 KiB on MySQL. The stored spec must fit.
-MAX_SPEC_BYTES = 60_000
 # A stepped range with more values than this is continuous in all but name (and Optuna's
 # exact decimal arithmetic on the step fails past about 1e28).
 MAX_VALUES = 1e12
 MAX_EI_CANDIDATES = 10_000
-MAX_CORNERS = 4096  # configs built at the corners of the space; more parameters sample corners
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                list: "an array", dict: "a table"}
 
@@ -77,136 +73,6 @@ def parse_study(raw: dict[str, Any], src: str = "<study>", base: str | Path | No
     return spec
 
 
-def _fail(src: str, key: str, msg: str) -> StudyFileError:
-    return StudyFileError(f"{src}: {key}: {msg}")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def construct(spec: StudySpec, src: str = "<study>") -> None:
-    """Builds everything a worker builds from `spec`; raises StudyFileError naming the key."""
-    try:
-        np.random.SeedSequence([spec.seed, 0, 0])
-    except (ValueError, TypeError) as e:
-        raise _fail(src, "seed", f"{_first_line(e)}; use a whole number >= 0") from e
-    try:
-        spec.sampler.build(0, spec.space, spec.seed)
-    except (ValueError, TypeError) as e:
-        raise _fail(src, "sampler", f"Optuna refuses these settings: {_first_line(e)}") from e
-    try:
-        with _quiet_optuna():
-            spec.pruner.probe()
-    except (ValueError, TypeError, ArithmeticError) as e:
-        raise _fail(src, "pruner", f"Optuna refuses these settings: {_first_line(e)}") from e
-    dists = {}
-    for p in spec.space:
-        try:
-            dists[p.name] = distribution(p)
-        except (ValueError, TypeError) as e:
-            raise _fail(src, f"space.{p.name}", f"{_first_line(e)}") from e
-    for i, point in enumerate(spec.sampler.points):
-        try:
-            optuna.trial.create_trial(params=dict(point), distributions=dists, value=0.0)
-        except ValueError as e:
-            bad = next((k for k, v in point.items() if not _in(dists[k], v)), None)
-            key = f"sampler.points[{i}]" + (f".{bad}" if bad else "")
-            raise _fail(src, key, f"{point[bad] if bad else point!r} is outside the space "
-                        f"([space.{bad}]): {_first_line(e)}") from e
-    worst = memory_estimate(spec, src)
-    if not worst.fits():
-        raise _fail(src, worst.what, f"this setting {resources.too_big(worst)}; use a smaller "
-                    "value")
-    check_file_values(spec, src)  # after the memory check: this loads every value
-    size = len(json.dumps(spec.to_dict()))
-    if size > MAX_SPEC_BYTES:
-        raise _fail(src, "points" if spec.sampler.points else "description",
-                    f"the study's definition is {size} bytes as JSON, more than the "
-                    f"{MAX_SPEC_BYTES} a storage attribute holds; shorten it")
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """The probe study's own log lines ("A new study created in memory") are not the user's."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
-def distribution(p: Param) -> optuna.distributions.BaseDistribution:
-    if p.type == "categorical":
-        return optuna.distributions.CategoricalDistribution(list(p.choices))
-    assert p.low is not None and p.high is not None
-    if p.type == "int":
-        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,
-                                                    step=int(p.step or 1))
-    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
-
-
-def _in(d: optuna.distributions.BaseDistribution, v: Any) -> bool:
-    try:
-        optuna.trial.create_trial(params={"x": v}, distributions={"x": d}, value=0.0)
-    except ValueError:
-        return False
-    return True
-
-
-def _corner_points(spec: StudySpec) -> list[dict[str, Any]]:
-    values = [p.corners() for p in spec.space]
-    if math.prod(len(v) for v in values) <= MAX_CORNERS:
-        return [dict(zip([p.name for p in spec.space], c, strict=True))
-                for c in itertools.product(*values)]
-    # Too many: each parameter at each of its values once, the rest at their first.
-    base = {p.name: v[0] for p, v in zip(spec.space, values, strict=True)}
-    return [{**base, p.name: x} for p, v in zip(spec.space, values, strict=True) for x in v]
-
-
-def memory_estimate(spec: StudySpec, src: str = "<study>") -> resources.Estimate:
-    """Builds the configs at every corner and bounds the memory of the worst one: all three
-    splits (`hpo evaluate` keeps them together) plus training the largest model."""
-    searched = {p.name for p in spec.space}
-    worst = resources.Estimate(0, "")
-    from_file = file_estimate(spec, src)  # (bytes, points, validation signals) of a file study
-    for params in _corner_points(spec):
-        try:
-            cfg = spec.train_config(params, seed=0)
-            data = None if from_file else spec.data_config(params)
-        except ConfigValueError as e:
-            raise _fail(src, _key_of(e.field, searched), e.message) from e
-        if data is None:
-            assert from_file is not None
-            parts, length, n_val = {"data.file": from_file[0]}, from_file[1], from_file[2]
-        else:
-            if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
-                raise _fail(src, _key_of("n_train", searched), f"must be >= 1, got "
-                            f"{data.n_train}")
-            parts = {_key_of(f"n_{split}", searched):
-                     resources.curves_bytes(data.count(split), data.length, data.max_sines)
-                     for split in ("train", "val", "test")}
-            length, n_val = data.length, data.n_val
-        model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]
-        parts[f"space.{model[0]}" if model else "train.hidden_size"] = resources.training_bytes(
-            cfg.hidden_size, cfg.shift, length, cfg.batch_size, n_val)
-        total = sum(parts.values())
-        if total > worst.bytes:
-            worst = resources.Estimate(total, max(parts, key=lambda k: parts[k]))
-    return worst
-
-
-def _key_of(config_field: str, searched: set[str]) -> str:
-    study_key = {v: k for k, v in DATA_FIELDS.items()}.get(config_field)
-    if config_field == "n_train" and "train_curves" in searched:
-        return "space.train_curves"
-    if study_key is not None:
-        return f"data.{study_key}"
-    return f"space.{config_field}" if config_field in searched else f"train.{config_field}"
 
 
 class _Parser:
@@ -215,7 +81,7 @@ class _Parser:
         self.base = base  # relative data paths start here
 
     def fail(self, key: str, msg: str) -> StudyFileError:
-        return _fail(self.src, key, msg)
+        return fail(self.src, key, msg)
 
     def table(self, raw: Any, key: str, allowed: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -345,7 +211,7 @@ class _Parser:
                     warnings.simplefilter("ignore")
                     d = distribution(Param(name, kind, low=low, high=high, step=step))
             except (ValueError, TypeError, ArithmeticError) as e:
-                raise self.fail(f"{key}.step", _first_line(e)) from e
+                raise self.fail(f"{key}.step", first_line(e)) from e
             if d.high != high:  # type: ignore[attr-defined]
                 raise self.fail(f"{key}.step", f"{step:g} does not divide high - low "
                                 f"({high - low:g}): Optuna would lower high from {high:g} to "
@@ -394,7 +260,7 @@ class _Parser:
         out = {p.name: self.value(pt[p.name], f"{key}.{p.name}", TUNABLE[p.name])
                for p in space}
         for p in space:  # asked of Optuna's own distribution, as a worker's trial would be
-            if not _in(distribution(p), out[p.name]):
+            if not contains(distribution(p), out[p.name]):
                 raise self.fail(f"{key}.{p.name}", f"{out[p.name]!r} is outside "
                                 f"[space.{p.name}]")
         return out
