@@ -41,6 +41,7 @@ STORAGE_RETRY = Var("HPO_STORAGE_RETRY_SECONDS", "how long a worker waits out a 
 DEADLINE = Var("HPO_DEADLINE", "Unix time after which workers start no new trial")
 THREADS = Var("HPO_THREADS", "torch threads per process")
 CACHE_DIR = Var("HPO_CACHE_DIR", "cache directory of the classical baselines")
+PICTURES = Var("HPO_PICTURES", "which complete trials get a picture: top, all or none")
 SUPERVISOR = Var("HPO_SUPERVISOR_PID", "pid of the `hpo search` that started this worker")
 
 
@@ -134,6 +135,20 @@ def cache_dir() -> Path:
     return Path(value).expanduser() / "hpo" if value else Path.home() / ".cache" / "hpo"
 
 
+PICTURE_CHOICES = ("top", "all", "none")
+
+
+def pictures() -> str:
+    """'top' (default): a picture for a trial that ranks among the study's best three when it
+    completes; drawing one costs about half a second of a worker's time, and the pictures a
+    user opens are the best trials'. 'all' draws every complete trial; 'none' draws none."""
+    value = (raw(PICTURES) or "top").strip().lower()
+    if value not in PICTURE_CHOICES:
+        raise EnvError(f"{PICTURES.name}={raw(PICTURES)!r}: must be one of "
+                       f"{', '.join(PICTURE_CHOICES)}")
+    return value
+
+
 def supervisor_pid() -> int | None:
     value = raw(SUPERVISOR)
     return None if value is None else count(SUPERVISOR, 0, minimum=1, maximum=2**31)
@@ -146,4 +161,5 @@ def check_all() -> None:
     storage_retry_seconds()
     deadline()
     threads()
+    pictures()
     supervisor_pid()

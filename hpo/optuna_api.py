@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
@@ -184,8 +185,6 @@ def create_study_atomically(rdb: optuna.storages.RDBStorage, name: str,
     """The study row, its directions, attrs and queued trials in ONE transaction: a study exists
     complete or not at all. Raises optuna.exceptions.DuplicatedStudyError when the name is
     taken (a concurrent creator won; the caller then compares definitions)."""
-    import sqlalchemy.exc
-
     m = models()
     try:
         with session(rdb) as s:
@@ -221,3 +220,19 @@ def has_heartbeat(rdb: optuna.storages.RDBStorage, tid: int) -> bool:
         return models().TrialHeartbeatModel.where_trial_id(tid, s) is not None
     finally:
         s.close()
+
+
+def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, int]:
+    """Trials per state, counted by the database (one grouped query) rather than by loading
+    every trial with its params, attrs and intermediate values, as get_trials does."""
+    m = models()
+    s = rdb.scoped_session()
+    try:
+        rows = (s.query(m.TrialModel.state, sqlalchemy.func.count(m.TrialModel.trial_id))
+                .filter(m.TrialModel.study_id == sid).group_by(m.TrialModel.state).all())
+    finally:
+        s.close()
+    out = dict.fromkeys(TrialState, 0)
+    for state, n in rows:
+        out[TrialState(state) if not isinstance(state, TrialState) else state] = int(n)
+    return out

@@ -162,10 +162,10 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
                                    "  best {task.fields[best]}"), TimeElapsedColumn(),
-                        console=console, transient=False)
+                        console=console, transient=False, refresh_per_second=2)
     task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
                              failed=c.failed, best="-")
-    asked, killed, tick = False, False, 0
+    asked, killed, tick, best, best_at = False, False, 0, "-", -1
     with progress:
         while True:
             if signals.count >= 1 and not asked:
@@ -180,9 +180,11 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
             if tick % 4 == 0 or not alive:
                 # The workers wait out a database restart; the progress bar must not die of it.
                 with contextlib.suppress(*STORAGE_ERRORS):
-                    c = counts(study)
+                    c = counts(study)  # one grouped count; the best only when it can change
+                    if c.complete != best_at:
+                        best, best_at = _best(study), c.complete
                     progress.update(task, total=c.budget, completed=c.finished,
-                                    running=c.running, failed=c.failed, best=_best(study))
+                                    running=c.running, failed=c.failed, best=best)
             if not alive:
                 break
             time.sleep(0.25)

@@ -225,9 +225,15 @@ class Counts:
 
 
 def counts(study: optuna.Study) -> Counts:
-    by_state = {s: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        by_state[t.state] += 1
+    """Asked under the budget lock before every claim and by the progress bar every second: a
+    grouped count in the database, which costs the same with 10 trials or 10,000."""
+    rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
+    if rdb is not None:
+        by_state = optuna_api.state_counts(rdb, optuna_api.study_id(study))
+    else:
+        by_state = dict.fromkeys(TrialState, 0)
+        for t in study.get_trials(deepcopy=False):
+            by_state[t.state] += 1
     return Counts(by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED],
                   by_state[TrialState.RUNNING], by_state[TrialState.WAITING],
                   by_state[TrialState.FAIL], int(study.user_attrs.get(BUDGET_ATTR, 0)))

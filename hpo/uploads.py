@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 
-from hpo import timing
+from hpo import env, timing
 from hpo.artifacts import (
     CURVES_SUFFIX,
     ENV,
@@ -104,7 +104,6 @@ def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig
                 data: Source, val: Split, denoised: Any, score: float,
                 call: Callable[..., Any], store_dir: Path) -> dict[str, Any]:
     from hpo.modelfile import save_model
-    from hpo.plots import trial_png  # matplotlib: only when a picture is really drawn
 
     store = open_store(store_dir, create=True, flag=ENV)
     stem = f"trial-{trial.number}"
@@ -112,24 +111,45 @@ def _upload_all(trial: optuna.Trial, result: TrainResult, train_cfg: TrainConfig
              f"{train_cfg.hidden_size}, shift {train_cfg.shift}, {train_cfg.epochs} epochs)")
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
-        picture = Path(tmp) / f"{stem}{PICTURE_SUFFIX}"
-        # A file's signals have no x grid: they are drawn over their sample index.
-        synthetic = isinstance(data, DataConfig)
-        picture.write_bytes(trial_png(x_axis(data), val.clean, val.noisy, denoised,
-                                      result.val_curve, result.loss_curve, title,
-                                      item="curve" if synthetic else "signal",
-                                      x_label=None if synthetic else "sample"))
+        files = []
+        if wants_picture(trial, score):
+            from hpo.plots import trial_png  # matplotlib: only when a picture is really drawn
+
+            picture = Path(tmp) / f"{stem}{PICTURE_SUFFIX}"
+            # A file's signals have no x grid: they are drawn over their sample index.
+            synthetic = isinstance(data, DataConfig)
+            picture.write_bytes(trial_png(x_axis(data), val.clean, val.noisy, denoised,
+                                          result.val_curve, result.loss_curve, title,
+                                          item="curve" if synthetic else "signal",
+                                          x_label=None if synthetic else "sample"))
+            files.append(("artifact_picture", picture))
         model = save_model(Path(tmp) / f"{stem}{MODEL_SUFFIX}", result.model, train_cfg, data,
                            {"val_removed": score})
         curves = Path(tmp) / f"{stem}{CURVES_SUFFIX}"
         curves.write_text(json.dumps({
             "epoch": list(range(1, len(result.val_curve) + 1)), "val_removed": result.val_curve,
             "train_loss": [x if math.isfinite(x) else str(x) for x in result.loss_curve]}))
-        for key, path in (("artifact_picture", picture), ("artifact_model", model),
-                          ("artifact_curves", curves)):
+        files += [("artifact_model", model), ("artifact_curves", curves)]
+        for key, path in files:
             out[key] = call(lambda p=path: _upload(store, store_dir, trial, p),
                             f"upload {path.name}", kind=timing.ARTIFACTS)
     return out
+
+
+TOP_PICTURES = 3
+
+
+def wants_picture(trial: optuna.Trial, score: float) -> bool:
+    """HPO_PICTURES (hpo.env.pictures): with 'top', whether this trial's model (`score`, % of
+    the noise removed on validation) ranks among the TOP_PICTURES best models of the complete
+    trials so far, whatever the study's objective."""
+    which = env.pictures()
+    if which != "top":
+        return which == "all"
+    done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    better = sum(1 for t in done if isinstance(t.user_attrs.get("model_val_removed"), float)
+                 and t.user_attrs["model_val_removed"] > score)
+    return better < TOP_PICTURES
 
 
 def _upload(store: optuna.artifacts.FileSystemArtifactStore, where: Path, trial: optuna.Trial,

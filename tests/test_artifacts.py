@@ -149,6 +149,36 @@ def test_each_complete_trial_uploads_its_picture_and_model(searched: dict[str, A
     assert max(t.value for t in trials) > 10  # the models learnt: the checks below mean something
 
 
+@pytest.mark.parametrize(("setting", "drawn"), [
+    (None, [80.0, 70.0, 60.0, 75.0, 90.0]),  # top: among the best three models so far
+    ("all", [80.0, 70.0, 60.0, 50.0, 75.0, 90.0]),
+    ("none", []),
+])
+def test_pictures_for_the_best_models_only_by_default(setting: str | None, drawn: list[float],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """HPO_PICTURES: a picture costs ~0.5 s of a worker; the ones a user opens are the best."""
+    if setting is None:
+        monkeypatch.delenv("HPO_PICTURES", raising=False)
+    else:
+        monkeypatch.setenv("HPO_PICTURES", setting)
+    study = optuna.create_study(direction="maximize")
+    got = []
+    for score in (80.0, 70.0, 60.0, 50.0, 75.0, 90.0):
+        trial = study.ask()
+        if hpo.uploads.wants_picture(trial, score):
+            got.append(score)
+        trial.set_user_attr("model_val_removed", score)
+        study.tell(trial, score)
+    assert got == drawn
+
+
+def test_a_bad_pictures_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPO_PICTURES", "some")
+    r = invoke("studies", "--storage", "sqlite://")
+    assert r.exit_code != 0
+    assert r.stderr.strip() == "error: HPO_PICTURES='some': must be one of top, all, none"
+
+
 def test_export_then_denoise_gives_the_recorded_score(searched: dict[str, Any],
                                                       tmp_path: Path) -> None:
     study, spec = searched["study"], searched["spec"]

@@ -278,9 +278,13 @@ def check_study(s: Study) -> dict[str, Any]:
         assert "artifact_error" not in t.user_attrs, (t.number, t.user_attrs["artifact_error"])
         own = {v for k, v in t.user_attrs.items()
                if k.startswith("artifact_") and isinstance(v, str) and UUID.match(v)}
-        assert {"artifact_model", "artifact_picture"} <= t.user_attrs.keys(), t.user_attrs
+        assert "artifact_model" in t.user_attrs, t.user_attrs  # pictures: the best only
         assert own <= files, (t.number, own - files)
         assert artifact_refs(t) == own, (t.number, artifact_refs(t), own)
+    # HPO_PICTURES=top: the trial with the best model drew one (it ranked first when it ended).
+    top = max(by_state(trials, TrialState.COMPLETE),
+              key=lambda t: t.user_attrs["model_val_removed"])
+    assert "artifact_picture" in top.user_attrs, top.number
 
     best = best_everywhere(s)
     complete = by_state(trials, TrialState.COMPLETE)

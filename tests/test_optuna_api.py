@@ -106,6 +106,23 @@ def test_stale_trials_and_heartbeats(storage_url: str) -> None:
     assert not optuna_api.has_heartbeat(storage, optuna_api.trial_id(plain))
 
 
+def test_state_counts_match_the_trials(storage_url: str) -> None:
+    storage = open_storage(storage_url, create=True, heartbeat=False)
+    study = optuna.create_study(study_name=_name(), storage=storage)
+    other = optuna.create_study(study_name=_name(), storage=storage)
+    other.ask()  # another study's trials are not counted
+    for state, n in ((TrialState.COMPLETE, 3), (TrialState.PRUNED, 2), (TrialState.FAIL, 1)):
+        for _ in range(n):
+            t = study.ask()
+            study.tell(t, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    study.ask()
+    study.enqueue_trial({})
+    got = optuna_api.state_counts(storage, optuna_api.study_id(study))
+    want = {s: sum(t.state == s for t in study.get_trials()) for s in TrialState}
+    assert got == want
+    assert (got[TrialState.COMPLETE], got[TrialState.RUNNING], got[TrialState.WAITING]) == (3, 1, 1)
+
+
 def test_models_carry_the_columns_queries_use() -> None:
     m = optuna_api.models()
     for model, cols in ((m.TrialModel, ("trial_id", "number", "study_id", "state")),
