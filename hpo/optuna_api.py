@@ -222,17 +222,22 @@ def has_heartbeat(rdb: optuna.storages.RDBStorage, tid: int) -> bool:
         s.close()
 
 
-def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, int]:
-    """Trials per state, counted by the database (one grouped query) rather than by loading
-    every trial with its params, attrs and intermediate values, as get_trials does."""
-    m = models()
-    s = rdb.scoped_session()
-    try:
-        rows = (s.query(m.TrialModel.state, sqlalchemy.func.count(m.TrialModel.trial_id))
-                .filter(m.TrialModel.study_id == sid).group_by(m.TrialModel.state).all())
-    finally:
-        s.close()
-    out = dict.fromkeys(TrialState, 0)
-    for state, n in rows:
-        out[TrialState(state) if not isinstance(state, TrialState) else state] = int(n)
+def state_counts_by_study(rdb: optuna.storages.RDBStorage, sid: int | None = None
+                          ) -> dict[int, dict[TrialState, int]]:
+    """Trials per study and state (of one study, given `sid`), counted by the database in one
+    grouped query rather than by loading every trial with its params, attrs and intermediate
+    values, as get_trials does."""
+    T = models().TrialModel
+    query = sqlalchemy.select(T.study_id, T.state, sqlalchemy.func.count())
+    if sid is not None:
+        query = query.where(T.study_id == sid)
+    out: dict[int, dict[TrialState, int]] = {}
+    with rdb.engine.connect() as con:
+        for study, state, n in con.execute(query.group_by(T.study_id, T.state)):
+            out.setdefault(study, {})[state] = int(n)
     return out
+
+
+def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, int]:
+    """One study's trials per state, every state present (0 when none)."""
+    return {**dict.fromkeys(TrialState, 0), **state_counts_by_study(rdb, sid).get(sid, {})}

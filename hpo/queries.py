@@ -66,7 +66,7 @@ def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | N
 
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     rdb = _rdb(storage)
-    counts = _state_counts(rdb) if rdb is not None else None
+    counts = optuna_api.state_counts_by_study(rdb) if rdb is not None else None
     extremes = _value_extremes(rdb) if rdb is not None else None
     out = []
     for s in storage.get_all_studies():
@@ -97,18 +97,6 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             "failed": n[TrialState.FAIL], "best_value": best,
             "hpo": SPEC_ATTR in s.user_attrs,
         })
-    return out
-
-
-def _state_counts(rdb: optuna.storages.RDBStorage) -> dict[int, dict[TrialState, int]]:
-    """Trials per study and state, counted by the database in one query."""
-    T = optuna_api.models().TrialModel
-
-    out: dict[int, dict[TrialState, int]] = {}
-    with rdb.engine.connect() as con:
-        for study_id, state, n in con.execute(
-                sa.select(T.study_id, T.state, sa.func.count()).group_by(T.study_id, T.state)):
-            out.setdefault(study_id, {})[state] = n
     return out
 
 

@@ -739,6 +739,10 @@ def pruner_settings(draw: st.DrawFn, kind: str) -> dict[str, Any]:
             body[k] = draw(strategy)
     if kind == "hyperband" and draw(st.booleans()):
         body["max_resource"] = draw(st.integers(body.get("min_resource", 1), 100))
+    if "min_early_stopping_rate" in body:  # valid: the first rung within the 100-step schedule
+        first, factor = body.get("min_resource", 1), body.get("reduction_factor", 4)
+        while first * factor ** body["min_early_stopping_rate"] > 100:
+            body["min_early_stopping_rate"] -= 1
     return body
 
 
