@@ -4,11 +4,24 @@ else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import re
+
+# A message may quote what the user typed (a key, a path, a name); its control characters are
+# shown escaped, so that every message is one line by construction.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
+
 
 class HpoError(Exception):
     """Base of every error caused by the user's input or environment."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(one_line(str(message)), *args)
 
 
 class InputFileError(HpoError):

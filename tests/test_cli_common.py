@@ -13,7 +13,8 @@ from typing import Any
 import typer
 
 from hpo.cli import app
-from hpo.cli.common import MAX_COUNT, one_line
+from hpo.cli.common import MAX_COUNT
+from hpo.errors import HpoError, one_line
 
 
 def _params(cmd: Any, path: str = "hpo") -> Iterator[tuple[str, Any]]:
@@ -40,3 +41,4 @@ def test_every_integer_flag_has_both_bounds() -> None:
 def test_one_line_escapes_what_would_break_the_line() -> None:
     assert one_line("bad\nkey\r\tx\x1b[31m\u2028end\n") == "bad\\nkey\\r\\tx\\x1b[31m\\u2028end"
     assert one_line("plain: ünïcode stays") == "plain: ünïcode stays"
+    assert str(HpoError("a.toml: \n: unknown key")) == "a.toml: \\n: unknown key"

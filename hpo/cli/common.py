@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -15,20 +14,11 @@ from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
 
 from hpo import env
-from hpo.errors import HpoError
+from hpo.errors import HpoError, one_line
 from hpo.storage import open_storage, resolve_url
 from hpo.study import load
 
 err = Console(stderr=True)
-
-
-# A message may quote what the user typed (a key, a path); its control characters are shown
-# escaped, so that an error is always exactly one line.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-
-
-def one_line(message: str) -> str:
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
 
 
 def say_error(message: str) -> None:
