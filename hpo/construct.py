@@ -143,8 +143,10 @@ def memory_estimate(spec: StudySpec, src: str = "<study>") -> resources.Estimate
             if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
                 raise fail(src, _key_of("n_train", searched), f"must be >= 1, got "
                             f"{data.n_train}")
+            # Fresh curves: an epoch's new training set is drawn while the last one is alive.
             parts = {_key_of(f"n_{split}", searched):
                      resources.curves_bytes(data.count(split), data.length, data.max_sines)
+                     * (2 if split == "train" and data.fresh else 1)
                      for split in ("train", "val", "test")}
             length, n_val = data.length, data.n_val
         model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpo.config import check_fields
+from hpo.config import ConfigValueError, check_fields
 
 SPLITS = ("train", "val", "test")
 
@@ -30,6 +30,10 @@ class DataConfig:
     amp_max: float = 2.0  # amplitude ~ U(0, amp_max)
     freq_min: float = 0.1  # frequency ~ U(freq_min, freq_max)
     freq_max: float = 1.0
+    # Fresh curves: a new training set every epoch (epoch e's drawn from the data seed and e,
+    # so a replay reproduces it). More curve presentations at the same compute; validation and
+    # test stay fixed. Off: the exercise's one fixed training set.
+    fresh: bool = False
 
     # (lowest, highest, lowest allowed): sanity limits; memory is checked by hpo.resources.
     RULES = {
@@ -41,6 +45,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, self.RULES)  # seeds >= 0: numpy's SeedSequence refuses negatives
+        if not isinstance(self.fresh, bool):
+            raise ConfigValueError("fresh", f"must be true or false, got {self.fresh!r}")
 
     def count(self, split: str) -> int:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
@@ -83,6 +89,16 @@ def make_split(cfg: DataConfig, split: str) -> Split:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     child = np.random.SeedSequence([cfg.seed, SPLITS.index(split)])
     return make_curves(cfg, cfg.count(split), np.random.default_rng(child))
+
+
+def epoch_train_split(cfg: DataConfig, epoch: int) -> Split:
+    """The training curves of epoch `epoch` (1-based): with `fresh`, epoch 1 trains on the
+    train split and each later epoch on n_train new curves from its own stream of the data
+    seed (disjoint from the three splits' streams); without, always the train split."""
+    if not cfg.fresh or epoch <= 1:
+        return make_split(cfg, "train")
+    child = np.random.SeedSequence([cfg.seed, len(SPLITS), epoch])
+    return make_curves(cfg, cfg.n_train, np.random.default_rng(child))
 
 
 def make_splits(cfg: DataConfig) -> dict[str, Split]:

@@ -16,13 +16,13 @@ original scale. numpy only: the study validator and `hpo create` use this withou
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hpo.data import DataConfig, Split, make_split, x_grid
+from hpo.data import DataConfig, Split, epoch_train_split, make_split, x_grid
 from hpo.datafile import STUDY_KEYS, FileData, Keys, normalize_split
 from hpo.metric import percent_removed
 from hpo.normalize import Scale
@@ -54,6 +54,14 @@ class ModelSplit:
 def source_of(spec: StudySpec, params: Mapping[str, Any] | None = None) -> Source:
     fd = spec.file_data()
     return fd if fd is not None else spec.data_config(params)
+
+
+def fresh_of(source: Source) -> Callable[[int], Split] | None:
+    """Each later epoch's training curves of a synthetic source with fresh = true (a data
+    file's signals are what they are: a file study trains on its fixed split); else None."""
+    if isinstance(source, DataConfig) and source.fresh:
+        return functools.partial(epoch_train_split, source)
+    return None
 
 
 def length(source: Source) -> int:

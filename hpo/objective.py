@@ -66,13 +66,14 @@ def check_data(spec: StudySpec, study: str | None = None) -> None:
 
 def fit(cfg: TrainConfig, train_split: ModelSplit, val: ModelSplit,
         on_epoch: EpochCallback | None = None,
-        trainer: Callable[..., TrainResult] = train) -> TrainResult:
+        trainer: Callable[..., TrainResult] = train,
+        fresh: Callable[[int], Split] | None = None) -> TrainResult:
     """Trains in the model's units (normalized or not); every validation score, per epoch and
-    final, is on the original scale."""
-    if val.scale is None:
-        return trainer(cfg, train_split.model, val.model, on_epoch)
-    return trainer(cfg, train_split.model, val.model, on_epoch,
-                   score=lambda model: score_on(model, val))
+    final, is on the original scale. `fresh`: each later epoch's training curves."""
+    kw: dict[str, Any] = {} if fresh is None else {"fresh": fresh}
+    if val.scale is not None:
+        kw["score"] = lambda model: score_on(model, val)
+    return trainer(cfg, train_split.model, val.model, on_epoch, **kw)
 
 
 def score_on(model: Denoiser, split: ModelSplit) -> float:
@@ -86,7 +87,7 @@ def train_and_test(cfg: TrainConfig, source: datasource.Source,
     """One model outside any study (`hpo train`): trained, then scored on the held-out test
     split (0 when it diverged). `keys` name the settings in a data file's messages."""
     tr, val, test = (datasource.model_split(source, s, None, keys) for s in SPLITS)
-    result = fit(cfg, tr, val, on_epoch)
+    result = fit(cfg, tr, val, on_epoch, fresh=datasource.fresh_of(source))
     return result, score_on(result.model, test) if result.status != "diverged" else 0.0
 
 
@@ -172,7 +173,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     try:
         for r, seed in enumerate(seeds):
             cfg = spec.train_config(params, seed, threads)
-            res = fit(cfg, train_split, val, on_epoch if r == 0 else None, trainer)
+            res = fit(cfg, train_split, val, on_epoch if r == 0 else None, trainer,
+                      datasource.fresh_of(data))
             results.append(res)
             if res.status == "diverged":
                 break

@@ -28,7 +28,7 @@ TUNABLE: dict[str, type] = {
 }
 # Study-file [data] keys and the DataConfig field each sets.
 DATA_FIELDS = {"seed": "seed", "train": "n_train", "val": "n_val", "test": "n_test",
-               "noise_ratio": "noise_ratio"}
+               "noise_ratio": "noise_ratio", "fresh": "fresh"}
 FILE_KEY = "file"  # the stored `data` key of a study on the user's own signals
 # What a trial measures, each with its direction and its unit (the dashboard's axis label).
 METRICS = {"val_removed": "maximize", "train_seconds": "minimize"}

@@ -23,7 +23,7 @@ from hpo.spec import FILE_KEY
 # Study-file [data] keys and their TOML types.
 DATA_KEYS: dict[str, type] = {"seed": int, "train": int, "val": int, "test": int,
                               "noise_ratio": float, "file": str, "noisy_file": str,
-                              "normalize": bool}
+                              "normalize": bool, "fresh": bool}
 COUNTS = ("train", "val", "test")
 FILE_ONLY = ("noisy_file", "normalize")
 _SHARES = "/".join(f"{round(100 * f)}" for f in DEFAULT_FRACTIONS)
@@ -49,6 +49,9 @@ def data_table(d: dict[str, Any], searched: Collection[str], src: str, base: Pat
                 raise _fail(src, f"data.{k}", "applies to a study on your own signals only; add "
                             "data.file = \"PATH\" (a .npy or .csv of clean signals) or drop it")
         return d
+    if "fresh" in d:
+        raise _fail(src, "data.fresh", "fresh curves are drawn from the exercise's generator; "
+                    "a data.file study trains on its file's fixed training signals: drop it")
     if "train_curves" in searched:
         raise _fail(src, "space.train_curves", "a data.file study trains on the file's own "
                     "training signals; drop [space.train_curves] and set data.train (with "

@@ -89,8 +89,11 @@ def train(
     val_split: Split,
     on_epoch: EpochCallback | None = None,
     score: Callable[[Denoiser], float] | None = None,
+    fresh: Callable[[int], Split] | None = None,
 ) -> TrainResult:
-    """`score(model)`: the validation score after each epoch (default: evaluate on val_split)."""
+    """`score(model)`: the validation score after each epoch (default: evaluate on val_split).
+    `fresh(epoch)`: the training curves of each epoch after the first (hpo.data's fresh curves;
+    default: train_split every epoch)."""
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -104,6 +107,9 @@ def train(
     status, reason = "completed", ""
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(1, cfg.epochs + 1):
+        if fresh is not None and epoch > 1:
+            drawn = fresh(epoch)
+            x, y = as_tensor(drawn.noisy, device), as_tensor(drawn.clean, device)
         # Summing losses as a tensor avoids a device sync per step; one check per epoch is
         # enough because a non-finite loss poisons every step after it.
         total = torch.zeros((), device=device)

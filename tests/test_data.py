@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from hpo.data import SPLITS, DataConfig, Split, make_curves, make_split, make_splits, x_grid
+from hpo.config import ConfigValueError
+from hpo.data import (
+    SPLITS,
+    DataConfig,
+    Split,
+    epoch_train_split,
+    make_curves,
+    make_split,
+    make_splits,
+    x_grid,
+)
 
 SMALL = DataConfig(seed=7, n_train=30, n_val=20, n_test=40)
 
@@ -226,3 +236,29 @@ def test_noise_ratio_option_scales_the_noise() -> None:
     clean = loud.clean.astype(np.float64)
     z = (loud.noisy - clean) / (clean.max(axis=1) - clean.min(axis=1))[:, None]
     assert z.std() == pytest.approx(0.2, rel=0.02)
+
+
+# --- fresh curves (a new training set every epoch) ---------------------------------------------
+
+
+def test_fresh_epochs_are_deterministic_distinct_and_apart_from_val_and_test() -> None:
+    cfg = DataConfig(seed=3, n_train=20, n_val=10, n_test=10, fresh=True)
+    first, second, third = (epoch_train_split(cfg, e) for e in (1, 2, 3))
+    np.testing.assert_array_equal(first.noisy, make_split(cfg, "train").noisy)  # epoch 1: train
+    np.testing.assert_array_equal(second.clean, epoch_train_split(cfg, 2).clean)  # replayable
+    assert second.clean.shape == first.clean.shape
+    assert not np.array_equal(second.clean, first.clean)
+    assert not np.array_equal(third.clean, second.clean)
+    held_out = np.concatenate([make_split(cfg, "val").clean, make_split(cfg, "test").clean])
+    drawn = np.concatenate([second.clean, third.clean])
+    assert not (drawn[:, None, :] == held_out[None, :, :]).all(axis=2).any()
+
+
+def test_without_fresh_every_epoch_trains_on_the_train_split() -> None:
+    cfg = DataConfig(seed=3, n_train=20)
+    np.testing.assert_array_equal(epoch_train_split(cfg, 7).noisy, make_split(cfg, "train").noisy)
+
+
+def test_fresh_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigValueError, match="fresh"):
+        DataConfig(fresh=1)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import TINY_STUDY
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -239,10 +240,11 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path,
             assert not (a["values"][0] > b["values"][0] and a["values"][1] < b["values"][1])
 
 
-def test_replay_reproduces_a_trial_exactly(tmp_path: Path,
+@pytest.mark.parametrize("fresh", [False, True], ids=["fixed-curves", "fresh-curves"])
+def test_replay_reproduces_a_trial_exactly(fresh: bool, tmp_path: Path,
                                            study_file: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    path = study_file(trials=2)
+    path = study_file(trials=2, data={**TINY_STUDY["data"], "fresh": fresh})
     assert cli("search", str(path), "--workers", "1", "--storage", url)[0] == 0
     code, out, err = cli("replay", load_study_file(path).name, "1", "--storage", url, "--json")
     assert code == 0, err

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import tomli_w
 
@@ -444,6 +445,25 @@ def test_a_pruner_that_passes_construction_is_also_run() -> None:
     PrunerSpec("successive_halving", {"min_early_stopping_rate": 3}).probe()
     with pytest.raises(ValueError, match="bootstrap_count"):
         PrunerSpec("hyperband", {"bootstrap_count": -1}).probe()
+
+
+def test_fresh_curves_are_a_data_option() -> None:
+    raw = _raw()
+    raw["data"]["fresh"] = True
+    spec = parse_study(raw, SRC)
+    assert spec.data_config({}).fresh
+    assert not parse_study(_raw(), SRC).data_config({}).fresh  # the exercise's default
+    raw["data"]["fresh"] = 1
+    assert "true or false" in _refused(raw, "data.fresh")
+
+
+def test_fresh_curves_are_refused_for_a_data_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "signals.npy", np.random.default_rng(0).normal(size=(40, 30)))
+    raw = _raw()
+    raw["data"] = {"file": "signals.npy", "fresh": True}
+    with pytest.raises(StudyFileError) as info:
+        parse_study(raw, SRC, base=tmp_path)
+    assert _check_line(info.value, "data.fresh")
 
 
 def test_parse_does_not_modify_the_raw_data() -> None:

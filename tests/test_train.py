@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpo.config import ConfigValueError
-from hpo.data import DataConfig, Split, make_split
+from hpo.data import DataConfig, Split, epoch_train_split, make_split
 from hpo.train import EpochReport, TrainConfig, TrainResult, evaluate, predict, train, train_on_data
 
 TINY = TrainConfig(hidden_size=8, shift=2, epochs=4)
@@ -222,3 +222,22 @@ def test_predict_handles_batches_and_leaves_the_mode_alone(
     assert model.training
     np.testing.assert_allclose(predict(model, noisy, batch=7), whole, rtol=1e-5, atol=1e-6)
     assert predict(model, noisy[:0]).shape == (0, noisy.shape[1])
+
+
+def test_fresh_curves_train_on_each_epochs_own_set_and_replay_exactly() -> None:
+    data = DataConfig(seed=1, n_train=20, n_val=10, n_test=10, fresh=True)
+    cfg = TrainConfig(hidden_size=8, shift=2, epochs=4, batch_size=10, seed=0)
+    asked: list[int] = []
+
+    def fresh(epoch: int) -> Split:
+        asked.append(epoch)
+        return epoch_train_split(data, epoch)
+
+    tr, va = make_split(data, "train"), make_split(data, "val")
+    a = train(cfg, tr, va, fresh=fresh)
+    assert asked == [2, 3, 4]  # epoch 1 trains on the train split itself
+    b = train(cfg, tr, va, fresh=fresh)
+    assert a.loss_curve == b.loss_curve and same_weights(a.model, b.model)
+    fixed = train(cfg, tr, va)
+    assert fixed.loss_curve[0] == a.loss_curve[0]  # the same first epoch
+    assert fixed.loss_curve[1:] != a.loss_curve[1:]  # then other curves

@@ -62,6 +62,9 @@ def train(
     normalize: Annotated[bool, typer.Option(
         "--normalize", metavar="", help="With --data-file: the model reads each signal "
                                         "normalized by its noisy input's mean and std.")] = False,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", metavar="", help="Draw new training curves every epoch (deterministic from "
+                                    "--data-seed and the epoch; not with --data-file).")] = False,
     threads: ThreadsOpt = None,
     save: Annotated[Path | None, typer.Option(help="Write the trained model here.")] = None,
     as_json: JsonOpt = False,
@@ -73,7 +76,7 @@ def train(
     except ConfigValueError as e:  # e.g. --lr inf: typer's range check lets infinity through
         raise HpoError(f"--{e.field.replace('_', '-')}: {e.message}") from e
     counts = (train_curves, val_curves, test_curves)
-    data = _source(data_file, noisy_file, normalize, counts, data_seed, noise_ratio)
+    data = _source(data_file, noisy_file, normalize, counts, data_seed, noise_ratio, fresh)
     if save is not None:
         check_output(save, "--save")
     _check_memory(cfg, data)
@@ -96,6 +99,7 @@ def train(
                    "batch_size": batch_size, "train_curves": tr},
         "seed": seed,
         "data_seed": data_seed,
+        "fresh": fresh,
     }
     if isinstance(data, FileData):
         out["data"] = {"file": data.path, "sha256": data.sha256, "shape": list(data.shape),
@@ -124,7 +128,7 @@ def train(
 
 def _source(data_file: Path | None, noisy_file: Path | None, normalize: bool,
             counts: tuple[int | None, int | None, int | None], seed: int,
-            noise_ratio: float | None) -> Source:
+            noise_ratio: float | None, fresh: bool = False) -> Source:
     """The synthetic curves, or the described data file: a study file's [data] rules, named by
     flag."""
     if data_file is None:
@@ -136,9 +140,13 @@ def _source(data_file: Path | None, noisy_file: Path | None, normalize: bool,
                       for c, d in zip(counts, SYNTHETIC_COUNTS, strict=True))
         try:
             return DataConfig(seed=seed, n_train=tr, n_val=va, n_test=te,
-                              noise_ratio=0.05 if noise_ratio is None else noise_ratio)
+                              noise_ratio=0.05 if noise_ratio is None else noise_ratio,
+                              fresh=fresh)
         except ConfigValueError as e:
             raise HpoError(f"{FLAGS.get(e.field, e.field)}: {e.message}") from e
+    if fresh:
+        raise HpoError("--fresh: fresh curves come from the exercise's generator; --data-file "
+                       "trains on the file's fixed training signals: drop one of the two")
     if noisy_file is not None and noise_ratio is not None:
         raise HpoError("--noise-ratio: the noisy inputs come from --noisy-file, so no noise is "
                        "drawn; drop one of the two")
