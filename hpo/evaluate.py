@@ -7,6 +7,7 @@ the study recorded before anything trains, and scores are on the signals' origin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -15,13 +16,13 @@ from typing import Any
 
 import optuna
 
-from hpo.data import SPLITS
+from hpo.data import SPLITS, DataConfig
 from hpo.datasource import model_split, source_of
 from hpo.errors import HpoError
 from hpo.objective import check_data, fit, score_on
 from hpo.queries import best_trials
 from hpo.spec import StudySpec
-from hpo.study import trial_seed
+from hpo.study import RESCORE_ATTR, trial_seed
 
 EVAL_ATTR = "hpo:evaluation"
 
@@ -34,10 +35,13 @@ class Job:
     seed: int
     threads: int
     study: str | None = None  # names the study in a data file's messages
+    val_curves: int | None = None  # rescoring: this many validation curves, not the study's
 
 
 def run_job(job: Job) -> dict[str, float]:
     data = source_of(job.spec, job.params)
+    if job.val_curves is not None and isinstance(data, DataConfig):
+        data = dataclasses.replace(data, n_val=job.val_curves)
     tr, val, test_split = (model_split(data, s, job.study) for s in SPLITS)
     result = fit(job.spec.train_config(job.params, job.seed, job.threads), tr, val)
     test = score_on(result.model, test_split) if result.status != "diverged" else 0
@@ -61,12 +65,7 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     check_data(spec, study.study_name)  # one line here, not a traceback from a pool process
     jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
                 study.study_name) for t in trials for r in range(seeds)]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(run_job, jobs))
-    else:
-        results = [run_job(j) for j in jobs]
+    results = _run(jobs, workers)
     rows = []
     for i, t in enumerate(trials):
         chunk = results[i * seeds:(i + 1) * seeds]
@@ -78,6 +77,49 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
                      "train_seconds": sum(r["seconds"] for r in chunk) / seeds,
                      "cpu_seconds": sum(r["cpu_seconds"] for r in chunk) / seeds})
     study.set_user_attr(EVAL_ATTR, {str(r["number"]): r for r in rows})
+    return rows
+
+
+def _run(jobs: list[Job], workers: int | None) -> list[dict[str, float]]:
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(run_job, jobs))
+    return [run_job(j) for j in jobs]
+
+
+def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
+                val_curves: int | None, workers: int | None = None, threads: int = 1
+                ) -> list[dict[str, Any]]:
+    """Selection that survives noise: retrains the top trials on `seeds` seeds (their own first)
+    and scores each on `val_curves` validation curves (default: the study's), so that the best
+    is picked on more than one seed and 50 curves. Test curves stay unseen. The results are
+    kept in the study's RESCORE_ATTR, which `hpo best` shows."""
+    trials = best_trials(study, top)
+    if not trials:
+        raise HpoError(f"study '{study.study_name}' has no complete trial to rescore yet; run "
+                       f"`hpo search` or `hpo worker {study.study_name}` first")
+    if len(study.directions) > 1:
+        raise HpoError(f"study '{study.study_name}' has two objectives: its Pareto front has no "
+                       "single best to rescore; use `hpo evaluate`")
+    if val_curves is not None and spec.file_data() is not None:
+        raise HpoError("--val-curves: a data.file study validates on its file's own signals; "
+                       "drop it and rescore with --seeds")
+    check_data(spec, study.study_name)
+    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+                study.study_name, val_curves) for t in trials for r in range(seeds)]
+    results = _run(jobs, workers)
+    fd = spec.file_data()
+    n_val = fd.sizes()[1] if fd is not None else (
+        val_curves or spec.data_config(trials[0].params).n_val)
+    rows = []
+    for i, t in enumerate(trials):
+        m, sd = mean_std([r["val"] for r in results[i * seeds:(i + 1) * seeds]])
+        rows.append({"number": t.number, "params": t.params, "search_value": t.values[0],
+                     "val_mean": round(m, 4), "val_std": round(sd, 4), "seeds": seeds,
+                     "val_curves": n_val})
+    rows.sort(key=lambda r: -r["val_mean"])  # val_removed is maximized
+    study.set_user_attr(RESCORE_ATTR, {str(r["number"]): r for r in rows})
     return rows
 
 

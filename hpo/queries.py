@@ -26,7 +26,7 @@ from rich.table import Table
 
 from hpo import optuna_api
 from hpo.errors import HpoError
-from hpo.study import BUDGET_ATTR, SPEC_ATTR, load
+from hpo.study import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR, load
 
 # The one vocabulary of trial fields, shared by `best --json`, `trials` (JSON and CSV) and
 # `train --json`: val_removed, model_val_removed, train_seconds (wall, per seed), cpu_seconds...
@@ -270,7 +270,8 @@ def fmt(v: Any, kind: str = "") -> str:
 
 SHORT = {"val_removed": "val %", "train_seconds": "train s", "cpu_seconds": "cpu s",
          "hidden_size": "hidden", "batch_size": "batch", "train_curves": "curves",
-         "weight_decay": "wd", "grad_clip": "clip", "epochs_run": "ran"}
+         "weight_decay": "wd", "grad_clip": "clip", "epochs_run": "ran",
+         "rescored": "rescored val %"}
 
 
 def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) -> Table:
@@ -280,6 +281,8 @@ def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) 
     table = Table(title=title, title_justify="left")
     extra = ["epochs_run", *(c for c in ("train_seconds", "cpu_seconds") if c not in metrics)]
     # Short headers keep the table readable in an 80-column terminal or a pipe.
+    if any("rescored" in r for r in records):  # `hpo rescore` ran: its mean beside the value
+        extra.insert(0, "rescored")
     for col in ["#", "state", *metrics, *params, *extra]:
         table.add_column(SHORT.get(col, col), justify="right" if col != "state" else "left",
                          no_wrap=True)
@@ -288,5 +291,21 @@ def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) 
         table.add_row(str(r["number"]), r["state"], *(fmt(v, m) for v, m in zip(
                           values, metrics, strict=False)),
                       *(fmt(r["params"].get(p)) for p in params),
-                      *(fmt(r.get(c), c) for c in extra))
+                      *(_rescored(r) if c == "rescored" else fmt(r.get(c), c) for c in extra))
     return table
+
+
+def _rescored(r: dict[str, Any]) -> str:
+    x = r.get("rescored")
+    return "-" if x is None else f"{x['val_mean']:.2f}±{x['val_std']:.2f}"
+
+
+def with_rescores(study: optuna.Study, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record's `hpo rescore` result (mean and std over its seeds on its validation
+    curves), where there is one."""
+    kept = study.user_attrs.get(RESCORE_ATTR) or {}
+    for r in records:
+        if str(r["number"]) in kept:
+            x = kept[str(r["number"])]
+            r["rescored"] = {k: x[k] for k in ("val_mean", "val_std", "seeds", "val_curves")}
+    return records

@@ -31,6 +31,7 @@ from hpo.storage import first_line, mask, sqlite_path, study_names
 
 SPEC_ATTR = "hpo:spec"
 BUDGET_ATTR = "hpo:budget"
+RESCORE_ATTR = "hpo:rescored"  # `hpo rescore`: the top trials on more seeds and val curves
 SUMMARY_ATTR = "hpo:summary"  # one readable line: what the dashboard shows first
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

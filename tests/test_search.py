@@ -131,7 +131,8 @@ def test_changed_study_file_is_refused_and_budget_may_change(
 def test_search_resumes_toward_a_larger_budget(
         tmp_path: Path, study_file: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    path = study_file(trials=3)
+    path = study_file(trials=3, space=LEARNING_SPACE, data={"seed": 0, "train": 60, "val": 20,
+                                                            "test": 50})
     name = load_study_file(path).name
     assert cli("search", str(path), "--workers", "2", "--storage", url)[0] == 0
     assert states(url, name).count(TrialState.COMPLETE) == 3
@@ -240,6 +241,12 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path,
             assert not (a["values"][0] > b["values"][0] and a["values"][1] < b["values"][1])
 
 
+# Models that learn something in a second (the tiny study's score 0 % at the floor).
+LEARNING_SPACE = {"hidden_size": {"type": "int", "low": 12, "high": 16},
+                  "shift": {"type": "int", "low": 2, "high": 4},
+                  "epochs": {"type": "int", "low": 12, "high": 15}}
+
+
 @pytest.mark.parametrize("fresh", [False, True], ids=["fixed-curves", "fresh-curves"])
 def test_replay_reproduces_a_trial_exactly(fresh: bool, tmp_path: Path,
                                            study_file: Callable[..., Path]) -> None:
@@ -252,13 +259,45 @@ def test_replay_reproduces_a_trial_exactly(fresh: bool, tmp_path: Path,
     assert r["identical"] and r["recorded"] == r["replayed"]
 
 
+def test_rescore_ranks_the_top_on_more_seeds_and_curves_and_best_shows_it(
+        tmp_path: Path, study_file: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    path = study_file(trials=3, space=LEARNING_SPACE, data={"seed": 0, "train": 60, "val": 20,
+                                                            "test": 50})
+    name = load_study_file(path).name
+    assert cli("search", str(path), "--workers", "1", "--storage", url)[0] == 0
+    study, _ = load(name, open_storage(url, heartbeat=False))
+    ranked = sorted(study.trials, key=lambda t: (-t.value, t.number))
+    # One seed (the trial's own) on the study's own 20 validation curves: the search's value.
+    code, out, err = cli("rescore", name, "--storage", url, "--top", "2", "--seeds", "1",
+                         "--val-curves", "20", "--workers", "1", "--json")
+    assert code == 0, err
+    same = {r["number"]: r for r in json.loads(out)}
+    assert set(same) == {t.number for t in ranked[:2]}
+    for t in ranked[:2]:
+        assert same[t.number]["val_mean"] == pytest.approx(t.value, abs=1e-3)
+    # Two seeds on 40 curves: other numbers, kept on the study, shown by `hpo best`.
+    code, out, err = cli("rescore", name, "--storage", url, "--top", "2", "--seeds", "2",
+                         "--val-curves", "40", "--workers", "1", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["val_mean"] for r in rows] == sorted((r["val_mean"] for r in rows), reverse=True)
+    assert all(r["seeds"] == 2 and r["val_curves"] == 40 for r in rows)
+    assert any(r["val_mean"] != pytest.approx(same[r["number"]]["val_mean"], abs=1e-3)
+               for r in rows)
+    code, out, err = cli("best", name, "--storage", url, "--top", "3", "--json")
+    best = json.loads(out)
+    assert [("rescored" in b) for b in best] == [True, True, False]
+    assert best[0]["rescored"]["val_curves"] == 40
+    code, out, err = cli("best", name, "--storage", url, "--top", "3")
+    assert code == 0 and "rescored val %" in out
+    assert f"trial {rows[0]['number']} is best on 2 seed(s) x 40 validation curves" in out
+
+
 def test_evaluate_reports_held_out_scores(tmp_path: Path,
                                           study_file: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'e.db'}"
-    space = {"hidden_size": {"type": "int", "low": 12, "high": 16},
-             "shift": {"type": "int", "low": 2, "high": 4},
-             "epochs": {"type": "int", "low": 12, "high": 15}}
-    path = study_file(trials=3, space=space, data={"seed": 0, "train": 60, "val": 20,
+    path = study_file(trials=3, space=LEARNING_SPACE, data={"seed": 0, "train": 60, "val": 20,
                                                    "test": 50})
     name = load_study_file(path).name
     assert cli("search", str(path), "--workers", "1", "--storage", url)[0] == 0

@@ -32,8 +32,8 @@ def warn(message: str) -> None:
 
 # `hpo --help` lists commands in the order a user meets them, not in registration order.
 ORDER = ("train", "denoise", "create", "search", "worker", "studies", "best", "trials",
-         "evaluate", "replay", "export", "dashboard", "baselines", "artifacts", "fail-stale",
-         "retry-failed")
+         "rescore", "evaluate", "replay", "export", "dashboard", "baselines", "artifacts",
+         "fail-stale", "retry-failed")
 
 
 class OneLineErrors(typer.core.TyperGroup):
