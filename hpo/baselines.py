@@ -6,7 +6,7 @@ and the best least-squares polynomial fit of the whole curve (degree). Both are 
 the noisy curve, so a whole split is denoised in one call. Tuning both takes about half a second
 of CPU plus half a second to import scipy.signal; every new study asks (its note quotes them), so
 results are cached per data protocol, in the process and in a small JSON file under the user's
-cache directory, and scipy.signal is imported only on a cache miss.
+cache directory, and scipy (signal, linalg) is imported only on a cache miss.
 
 A file study's baselines run on its own validation and test signals, on their original scale
 (both methods are linear and keep constants, so per-signal normalization would not change them);
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from hpo import env
 from hpo.data import DataConfig, Split, make_split
@@ -70,6 +69,8 @@ def polyfit(noisy: np.ndarray, degree: int) -> np.ndarray:
     """Least-squares polynomial of each row. A Legendre basis on [-1, 1] keeps degree 20+ well
     conditioned where a plain Vandermonde matrix on [0, 5] would not be."""
     noisy = np.asarray(noisy, dtype=np.float64)
+    import scipy.linalg  # half a second of import, paid only on a cache miss
+
     basis = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, noisy.shape[-1]), degree)
     coef, *_ = scipy.linalg.lstsq(basis, noisy.T)
     return np.asarray((basis @ coef).T)
@@ -115,9 +116,10 @@ def baselines_for(val: Split, test: Split) -> tuple[Baseline, ...]:
 
 
 def data_key(cfg: DataConfig) -> DataConfig:
-    """The training-curve count does not change validation or test curves (each split has its
-    own random stream), so studies that differ only in it share one cache entry."""
-    return DataConfig(**{**asdict(cfg), "n_train": 0})
+    """The training curves (their count, fixed or fresh) do not change validation or test curves
+    (each split has its own random stream), so studies that differ only in them share one cache
+    entry."""
+    return DataConfig(**{**asdict(cfg), "n_train": 0, "fresh": False})
 
 
 def cache_dir() -> Path:
@@ -128,8 +130,9 @@ def _key(source: Source) -> str:
     """What the baselines depend on. A file's validation and test signals are fixed by its bytes,
     the data seed, the drawn noise and the two split sizes (training signals come last)."""
     if isinstance(source, DataConfig):
-        return json.dumps({"data": asdict(data_key(source)), "version": METHOD_VERSION},
-                          sort_keys=True)
+        data = asdict(data_key(source))
+        data.pop("fresh")  # the key of the studies created before fresh curves existed
+        return json.dumps({"data": data, "version": METHOD_VERSION}, sort_keys=True)
     _, val, test = source.sizes()
     return json.dumps({"file": {
         "sha256": source.sha256, "noisy_sha256": source.noisy_sha256, "shape": list(source.shape),

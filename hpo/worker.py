@@ -167,6 +167,14 @@ def run_worker(url: str, study_name: str, *, worker_index: int | None = None, th
 def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll: float,
          max_trials: int | None, job: RunTrial) -> WorkerSummary:
     storage = open_storage(url)
+    try:
+        return _loop(storage, study_name, worker_index, threads, poll, max_trials, job)
+    finally:
+        storage.engine.dispose()  # closed properly, also when the process then ends at once
+
+
+def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: int | None,
+          threads: int, poll: float, max_trials: int | None, job: RunTrial) -> WorkerSummary:
     study, spec = load(study_name, storage)
     n_existing = len(study.get_trials(deepcopy=False))
     # In containers every worker is PID 1: the host name (container id, pod name) tells them apart.

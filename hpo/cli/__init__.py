@@ -9,11 +9,14 @@ commands and the `hpo search` supervisor never pay for torch.
 
 from __future__ import annotations
 
-from hpo.cli import maint, ops, query, search, train  # noqa: F401 - they register commands
+from hpo.cli import common, maint, ops, query, search, train  # noqa: F401 - they register commands
 from hpo.cli.common import app
 
 
 def main() -> None:
+    """The process entry (the `hpo` script, `python -m hpo`); `app` itself stays callable
+    in-process (tests, notebooks) without ever ending the caller's process early."""
+    common.PROCESS_ENTRY = True
     app()
 
 
