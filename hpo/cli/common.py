@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -21,20 +19,6 @@ from hpo.storage import open_storage, resolve_url
 from hpo.study import load
 
 err = Console(stderr=True)
-PROCESS_ENTRY = False  # set by hpo.cli.main: this process is the `hpo` command itself
-
-
-def exit_now(code: int = 0) -> None:
-    """Ends a worker process at once, its output flushed, when it is the `hpo` command itself:
-    the interpreter's teardown after the last trial (torch's and SQLAlchemy's finalizers) took
-    about a second, which the whole search waited for. The caller closes its connections
-    first. In-process (PROCESS_ENTRY unset) it returns."""
-    if not PROCESS_ENTRY:
-        return
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def say_error(message: str) -> None:

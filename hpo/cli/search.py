@@ -22,7 +22,6 @@ from hpo.cli.common import (
     ThreadsOpt,
     app,
     err,
-    exit_now,
     out,
     say_error,
     threads_or_env,
@@ -130,4 +129,3 @@ def worker(
         raise typer.Exit(130) from None
     typer.echo(f"worker done: {s.completed} complete, {s.pruned} pruned, {s.failed} failed"
                + ("; stopped because its `hpo search` is gone" if s.interrupted else ""))
-    exit_now(0)
