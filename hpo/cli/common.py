@@ -103,6 +103,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON in
 # The upper bound of every count a flag takes (a trial number, --top, --workers...): beyond it
 # a value is a typing slip, and unbounded ones overflow C integers downstream.
 MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**63 - 1  # seeds go to numpy's SeedSequence and torch.manual_seed, which take 64 bits
 ThreadsOpt = Annotated[int | None, typer.Option(
     min=1, max=1024, help="Torch threads per process. Default: $HPO_THREADS, else 1.")]
 ArtifactsOpt = Annotated[str | None, typer.Option(

@@ -17,6 +17,7 @@ from rich.table import Table
 from hpo.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.cli.common import (
     MAX_COUNT,
+    MAX_SEED,
     ArtifactsOpt,
     JsonOpt,
     StorageOpt,
@@ -78,7 +79,7 @@ def baselines_cmd(
         "--study", help="Use this study's data protocol (from the storage).")] = None,
     storage: StorageOpt = None,
     data_seed: Annotated[int, typer.Option(
-        min=0, max=MAX_COUNT, help="Data seed (ignored with --study).")] = 0,
+        min=0, max=MAX_SEED, help="Data seed (ignored with --study).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""

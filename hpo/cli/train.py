@@ -15,7 +15,16 @@ from typing import Annotated
 import typer
 
 from hpo import resources
-from hpo.cli.common import MAX_COUNT, JsonOpt, ThreadsOpt, app, emit_json, threads_or_env, warn
+from hpo.cli.common import (
+    MAX_COUNT,
+    MAX_SEED,
+    JsonOpt,
+    ThreadsOpt,
+    app,
+    emit_json,
+    threads_or_env,
+    warn,
+)
 from hpo.config import ConfigValueError, TrainConfig
 from hpo.data import DataConfig
 from hpo.datafile import FLAG_KEYS, FileData, describe_file, load_signals_file
@@ -34,7 +43,7 @@ def train(
     shift: Annotated[int, typer.Option(min=0, max=MAX_COUNT, help="Look-ahead steps.")] = 10,
     epochs: Annotated[int, typer.Option(min=1, max=1_000_000,
                                         help="Epochs (cosine schedule length).")] = 100,
-    seed: Annotated[int, typer.Option(min=0, max=MAX_COUNT,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
                                       help="Seed of the initial weights.")] = 0,
     lr: Annotated[float, typer.Option(min=1e-9, help="Adam learning rate.")] = 0.01,
     batch_size: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Curves per step.")] = 10,
@@ -48,7 +57,7 @@ def train(
         min=1, max=MAX_COUNT,
         help="Held-out test curves (default 1000, or 20 % of --data-file).")] = None,
     data_seed: Annotated[int, typer.Option(
-        min=0, max=MAX_COUNT,
+        min=0, max=MAX_SEED,
         help="Seed of the curves (of a data file: its row shuffle and drawn noise).")] = 0,
     noise_ratio: Annotated[float | None, typer.Option(
         min=0, max=10, help="Noise std / each clean signal's peak-to-peak (default 0.05).")
