@@ -31,7 +31,7 @@ from hpo.queries import best_trials, trial_record, trials_table
 from hpo.search import log_dir, next_steps, supervise
 from hpo.spec import StudySpec
 from hpo.storage import mask, open_storage, resolve_url, undo_new_sqlite_file
-from hpo.study import Creation, ensure_study, load
+from hpo.study import Creation, ensure_study
 from hpo.studyfile import load_study_file, memory_estimate
 
 StudyFileArg = Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")]
@@ -109,17 +109,8 @@ def worker(
     """Join an existing study from any machine; stop when its budget is reached."""
     import logging
 
-    from hpo.objective import check_data
     from hpo.worker import run_worker  # torch: only a worker trains
 
-    # A study on a data file: this host's copy must be the file the study recorded (its
-    # sha256), refused in one line before this worker claims any trial.
-    st = open_storage(resolve_url(storage), heartbeat=False)
-    try:
-        spec = load(study, st)[1]
-    finally:
-        st.engine.dispose()  # the worker opens its own: no extra connection stays open
-    check_data(spec, study)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         s = run_worker(resolve_url(storage), study, worker_index=worker_index,
