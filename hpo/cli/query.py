@@ -105,6 +105,13 @@ def trials(
         out().print(trials_table(f"trials of '{study}'", records, list(spec.metrics)))
 
 
+# Options of the commands that retrain the best trials (evaluate, rescore).
+TopOpt = Annotated[int, typer.Option(min=1, max=1000, help="How many of the best trials.")]
+SeedsOpt = Annotated[int, typer.Option(min=1, max=100, help="Retrainings per configuration.")]
+PoolOpt = Annotated[int | None, typer.Option(min=1, max=1024,
+                                             help="Processes (default: one per core).")]
+
+
 def _pm(mean: float, std: float, n: int) -> str:
     return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
@@ -113,11 +120,9 @@ def _pm(mean: float, std: float, n: int) -> str:
 def evaluate_cmd(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="How many of the best trials.")] = 3,
-    seeds: Annotated[int, typer.Option(min=1, max=100, help="Retrainings per configuration.")
-                     ] = 3,
-    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Processes (default: "
-                                                "one per core).")] = None,
+    top: TopOpt = 3,
+    seeds: SeedsOpt = 3,
+    workers: PoolOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -150,14 +155,12 @@ RESCORE_CURVES = 500  # 10x the exercise's 50: ranks the top five apart (issue 1
 def rescore_cmd(
     study: StudyArg,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option(min=1, max=1000, help="How many of the best trials.")] = 5,
-    seeds: Annotated[int, typer.Option(min=1, max=100, help="Retrainings per configuration.")
-                     ] = 3,
+    top: TopOpt = 5,
+    seeds: SeedsOpt = 3,
     val_curves: Annotated[int | None, typer.Option(
         min=1, max=100_000, help="Validation curves to score on (default 500; a data.file "
                                  "study: its file's validation signals).")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Processes (default: "
-                                                "one per core).")] = None,
+    workers: PoolOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
