@@ -17,6 +17,7 @@ import math
 import re
 import tomllib
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,8 @@ class _Parser:
             if step <= 0 or (kind == "int" and step != int(step)):
                 raise self.fail(f"{key}.step", f"must be a positive {kind}, got {step:g}")
             n = (high - low) / step  # inf for a subnormal step
-            if high > low and n < 1:
+            # Compared as the decimals the file wrote: (0.03 - 0.02) / 0.01 is 0.999... in floats.
+            if high > low and Decimal(repr(high)) - Decimal(repr(low)) < Decimal(repr(step)):
                 raise self.fail(f"{key}.step", f"{step:g} is larger than high - low "
                                 f"({high - low:g}), which leaves only low; use a smaller step")
             if not n <= MAX_VALUES:

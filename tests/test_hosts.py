@@ -561,6 +561,11 @@ def test_host_lost_holding_the_budget_lock_does_not_stop_the_study(study: Study)
 @pytest.mark.timeout(300)
 def test_postgres_restart_while_all_hosts_train(study: Study) -> None:
     s = study
+    # Longer trials than the other faults': three hosts on two cores must be caught training at
+    # the same moment, and 8-12 epochs (2-3 s) left that window too short once per-trial
+    # overhead fell (the hosts finished the budget without ever overlapping).
+    s.file.write_text(tomli_w.dumps({"name": s.name, **HOST_STUDY, "space": {
+        **HOST_STUDY["space"], "epochs": {"type": "int", "low": 24, "high": 30}}}))
     s.create()
     s.start("h1", "h2", "h3")
 

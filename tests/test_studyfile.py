@@ -425,11 +425,17 @@ def test_float_steps_optuna_would_reject_or_narrow(step: float, says: str) -> No
     assert says in _refused(raw, "space.lr.step")
 
 
-def test_steps_that_divide_the_range_exactly_are_kept() -> None:
+@pytest.mark.parametrize(("low", "high", "step", "count"), [
+    (0.001, 0.01, 0.001, 10),
+    (0.02, 0.03, 0.01, 2),  # (high - low) / step is 0.999... in floats, 1 in the file's decimals
+    (0.1, 0.7, 0.3, 3),
+])
+def test_steps_that_divide_the_range_exactly_are_kept(low: float, high: float, step: float,
+                                                      count: int) -> None:
     raw = _raw()
-    raw["space"]["lr"] = {**LR, "step": 0.001}
+    raw["space"]["lr"] = {"type": "float", "low": low, "high": high, "step": step}
     lr = next(p for p in parse_study(raw, SRC).space if p.name == "lr")
-    assert (lr.low, lr.high, lr.step, lr.count()) == (0.001, 0.01, 0.001, 10)
+    assert (lr.low, lr.high, lr.step, lr.count()) == (low, high, step, count)
 
 
 def test_a_grid_over_a_huge_int_range_is_sized_without_listing_it() -> None:
