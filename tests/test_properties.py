@@ -1658,7 +1658,8 @@ TRAIN_DATA_FILES = {"signals.npy": "valid", "signals.csv": "valid", "missing.npy
                     "/dev/null": "invalid", "": "invalid", "short.npy": "either",
                     "ints.npy": "either"}
 SHAPES = {"signals.npy": (40, 80), "signals.csv": (30, 80), "noisy.npy": (40, 80),
-          "mismatch.npy": (30, 80)}  # of make_data_files' files (nan.npy: 40 x 80, with a NaN)
+          "mismatch.npy": (30, 80), "ints.npy": (40, 80), "short.npy": (40, 3)}
+# (of make_data_files' files; nan.npy is 40 x 80 too, but its NaN is refused whatever it pairs)
 SAVE_KINDS = ["none", "new", "nested", "directory", "parent_is_file", "dev_full", "long_name",
               "empty", "proc"]
 
