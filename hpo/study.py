@@ -212,6 +212,11 @@ class Counts:
         return self.complete + self.pruned
 
     @property
+    def total(self) -> int:
+        """Every trial of the study, in any state."""
+        return self.finished + self.running + self.waiting + self.failed
+
+    @property
     def done(self) -> bool:
         return self.finished >= self.budget
 

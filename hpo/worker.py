@@ -179,8 +179,7 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
     # A study on a data file: this host's copy must be the file the study recorded (its
     # sha256), refused in one line before this worker claims any trial.
     objective.check_data(spec, study_name)
-    c = counts(study)  # a grouped count: no trial is loaded to seed this worker
-    n_existing = c.complete + c.pruned + c.running + c.waiting + c.failed
+    n_existing = counts(study).total  # a grouped count: no trial is loaded to seed this worker
     # In containers every worker is PID 1: the host name (container id, pod name) tells them apart.
     index = worker_index if worker_index is not None else int.from_bytes(
         f"{socket.gethostname()}:{os.getpid()}".encode(), "big")
