@@ -24,7 +24,7 @@ import optuna
 from hpo import resources
 from hpo.config import ConfigValueError
 from hpo.datasource import file_splits, verify
-from hpo.errors import InputFileError, StudyFileError
+from hpo.errors import InputFileError, StudyFileError, first_line
 from hpo.spec import DATA_FIELDS, Param, StudySpec
 
 # Optuna keeps a user attr in a TEXT column: 64 KiB on MySQL. The stored spec must fit.
@@ -35,10 +35,6 @@ MAX_CORNERS = 4096  # configs built at the corners of the space; more parameters
 def fail(src: str, key: str, msg: str) -> StudyFileError:
     return StudyFileError(f"{src}: {key}: {msg}")
 
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def construct(spec: StudySpec, src: str = "<study>") -> None:

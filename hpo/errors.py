@@ -15,6 +15,12 @@ def one_line(message: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (a library's reason), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class HpoError(Exception):
     """Base of every error caused by the user's input or environment."""
 

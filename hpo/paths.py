@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, first_line
 
 
 class PathError(HpoError):
@@ -68,11 +68,6 @@ def writing(path: Path, flag: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
         raise PathError(f"{flag} {path}: writing failed ({reason}); free space or choose "
                         "another path") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -28,10 +28,9 @@ from hpo.construct import (
     contains,
     distribution,
     fail,
-    first_line,
     memory_estimate,
 )
-from hpo.errors import StudyFileError
+from hpo.errors import StudyFileError, first_line
 from hpo.spec import METRICS, TUNABLE, Param, StudySpec
 from hpo.strategies import MAX_STEP, PrunerSpec, SamplerSpec
 from hpo.studydata import DATA_KEYS, data_table
