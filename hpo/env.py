@@ -103,6 +103,9 @@ def storage_retry_seconds() -> float:
     return duration(STORAGE_RETRY, 300.0)
 
 
+MAX_UNIX_TIME = 1e18
+
+
 def deadline() -> float:
     """Unix time set by `hpo search --timeout`; infinity when unset."""
     value = raw(DEADLINE)
@@ -113,8 +116,11 @@ def deadline() -> float:
     except ValueError:
         raise EnvError(f"{DEADLINE.name}={value!r}: not a Unix time; unset it (`hpo search "
                        "--timeout SECONDS` sets it for its workers)") from None
-    if math.isnan(t):
-        raise EnvError(f"{DEADLINE.name}={value!r}: not a Unix time; unset it")
+    # +inf reads as "no deadline"; anything else must be a Unix time a clock can reach (about
+    # 3e10 years either way), so a typo such as a stray minus or an exponent is not obeyed.
+    if math.isnan(t) or (t != math.inf and abs(t) > MAX_UNIX_TIME):
+        raise EnvError(f"{DEADLINE.name}={value!r}: not a Unix time (seconds since 1970, within "
+                       f"{-MAX_UNIX_TIME:.0e} to {MAX_UNIX_TIME:.0e}); unset it")
     return t
 
 

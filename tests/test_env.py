@@ -210,7 +210,7 @@ def test_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env.deadline() == math.inf
 
 
-@pytest.mark.parametrize("value", ["nan", "tomorrow", "1h"])
+@pytest.mark.parametrize("value", ["nan", "tomorrow", "1h", "-inf", "-1e20", "1e19"])
 def test_deadline_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(env.DEADLINE.name, value)
     _one_line_naming(_error(env.deadline), env.DEADLINE.name)
