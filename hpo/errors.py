@@ -8,7 +8,7 @@ import re
 
 # A message may quote what the user typed (a key, a path, a name); its control characters are
 # shown escaped, so that every message is one line by construction.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # all that str.splitlines() splits on
 
 
 def one_line(message: str) -> str:
