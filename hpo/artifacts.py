@@ -27,8 +27,9 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import env, optuna_api
+from hpo.env import DEFAULT_DIR
 from hpo.errors import HpoError
-from hpo.storage import DEFAULT_DIR, parse, sqlite_path
+from hpo.storage import parse, sqlite_path
 
 ENV = "HPO_ARTIFACTS"
 OFF = ("none", "off")

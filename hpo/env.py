@@ -132,6 +132,20 @@ def storage_url() -> str | None:
     return raw(STORAGE)
 
 
+# Without --storage or HPO_STORAGE: a SQLite file under storage/ of the current directory.
+DEFAULT_DIR = Path("storage")
+DEFAULT_DB = "hpo.db"
+
+
+def default_url() -> str:
+    return f"sqlite:///{(DEFAULT_DIR / DEFAULT_DB).resolve()}"
+
+
+def resolve_url(flag: str | None) -> str:
+    """The storage a command uses: its --storage flag, else HPO_STORAGE, else the default."""
+    return flag or storage_url() or default_url()
+
+
 def artifacts() -> str | None:
     return raw(ARTIFACTS)
 

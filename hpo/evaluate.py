@@ -16,13 +16,14 @@ from typing import Any
 
 import optuna
 
+from hpo.attrs import RESCORE_ATTR
 from hpo.data import SPLITS, DataConfig
 from hpo.datasource import model_split, source_of
 from hpo.errors import HpoError
 from hpo.objective import check_data, fit, score_on
 from hpo.queries import best_trials
 from hpo.spec import StudySpec
-from hpo.study import RESCORE_ATTR, trial_seed
+from hpo.study import trial_seed
 
 EVAL_ATTR = "hpo:evaluation"
 

@@ -4,52 +4,36 @@
 load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their learning
 curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
 database for the counts and the best trial ids instead, then load only those trials
-(bench/storage.py measures both paths). Like the whole core, it imports neither torch nor
-matplotlib: a quick query must start quickly.
+(bench/storage.py measures both paths). Records and their rendering are hpo.records'; on a
+SQLite file, `hpo best` and `hpo studies` are answered by hpo.lightread without Optuna at all,
+and come here only when it cannot answer. Like the whole core, imports neither torch nor
+matplotlib.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
 from typing import Any
 
-import numpy as np
 import optuna
 import sqlalchemy as sa
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from rich.table import Table
 
 from hpo import optuna_api
+from hpo.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 from hpo.errors import HpoError
-from hpo.study import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR, load
+from hpo.records import pareto_best, record, with_rescores
+from hpo.study import load
 
-# The one vocabulary of trial fields, shared by `best --json`, `trials` (JSON and CSV) and
-# `train --json`: val_removed, model_val_removed, train_seconds (wall, per seed), cpu_seconds...
-SUMMARY_ATTRS = ("model_val_removed", "train_seconds", "cpu_seconds", "epochs_run", "n_params",
-                 "val_std", "pruned_at_epoch", "status", "reason", "fail_reason",
-                 "artifact_error", "retry_of", "host", "pid", "seeds")
 STATES = {s.name.lower(): s for s in TrialState}
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    """One trial as plain JSON-able data: what a user scripts against."""
-    duration = (t.datetime_complete - t.datetime_start).total_seconds() if (
-        t.datetime_complete and t.datetime_start) else None
-    return {
-        "number": t.number,
-        "state": t.state.name.lower(),
-        "values": t.values,
-        "params": t.params,
-        **{k: t.user_attrs[k] for k in SUMMARY_ATTRS if k in t.user_attrs},
-        "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-        "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
-        "duration_seconds": duration,
-    }
+    """One trial as plain JSON-able data: what a user scripts against (hpo.records)."""
+    return record(t.number, t.state.name, t.values, t.params, t.user_attrs, t.datetime_start,
+                  t.datetime_complete)
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage
@@ -138,6 +122,16 @@ def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
     return [storage.get_trial(i) for i in ids]
 
 
+def best_records(name: str, storage: optuna.storages.BaseStorage, top: int
+                 ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """`hpo best`'s answer: the study's metrics, the records of its best trials with their
+    rescores, and its rescore attr (hpo.lightread gives the same from a SQLite file)."""
+    study, metrics = open_study(name, storage)
+    rescored = study.user_attrs.get(RESCORE_ATTR)
+    return metrics, with_rescores(rescored, [trial_record(t) for t in best_trials(study, top)]), \
+        rescored
+
+
 def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The same answer from every trial loaded: for storages that are not SQL databases."""
     if len(study.directions) > 1:
@@ -188,31 +182,7 @@ def _pareto_ids(rdb: optuna.storages.RDBStorage, study_id: int,
     by_trial: dict[int, tuple[int, list[float]]] = {}
     for tid, number, objective, value in rows:
         by_trial.setdefault(tid, (number, [math.nan] * len(directions)))[1][objective] = value
-    if not by_trial:
-        return []
-    ids = sorted(by_trial, key=lambda i: by_trial[i][0])  # by number, as Optuna lists them
-    values = np.array([by_trial[i][1] for i in ids], dtype=float)
-    signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions])
-    front = [ids[i] for i in np.flatnonzero(pareto_mask(values * signs))]
-    front.sort(key=lambda i: by_trial[i][1][0], reverse=True)  # stable: ties stay by number
-    return front[:top]
-
-
-def pareto_mask(loss: np.ndarray) -> np.ndarray:
-    """Rows of `loss` (to minimize, one column per objective) that no other row dominates;
-    equal rows are all kept, as Optuna keeps them. A dominating row always sorts earlier
-    lexicographically, so one pass against the front found so far is enough."""
-    keep = np.zeros(len(loss), dtype=bool)
-    front: list[np.ndarray] = []
-    for i in np.lexsort(loss.T[::-1]):
-        p = loss[i]
-        if front:
-            f = np.array(front)
-            if np.any(np.all(f <= p, axis=1) & np.any(f < p, axis=1)):
-                continue
-        front.append(p)
-        keep[i] = True
-    return keep
+    return pareto_best(by_trial, [d == StudyDirection.MAXIMIZE for d in directions], top)
 
 
 def parse_state(state: str | None) -> tuple[TrialState, ...] | None:
@@ -221,91 +191,3 @@ def parse_state(state: str | None) -> tuple[TrialState, ...] | None:
     if state.lower() not in STATES:
         raise HpoError(f"--state: unknown state {state!r}; use one of {', '.join(STATES)}")
     return (STATES[state.lower()],)
-
-
-def to_json(records: list[dict[str, Any]]) -> str:
-    return json.dumps(records, indent=2, default=str)
-
-
-def to_csv(records: list[dict[str, Any]], params: list[str] | None = None,
-           n_values: int | None = None) -> str:
-    """Flattens params and values into columns; lists (seeds) become JSON strings. With the
-    study's parameter names and objective count the columns are the same whatever the rows
-    (a --state filter, an empty study); without them they follow the rows."""
-    names = params if params is not None else sorted({k for r in records for k in r["params"]})
-    n = n_values if n_values is not None else max((len(r["values"] or []) for r in records),
-                                                  default=0)
-    cols = ["number", "state", *(f"value_{i}" for i in range(n)),
-            *(f"param_{k}" for k in names), *SUMMARY_ATTRS, "datetime_start",
-            "datetime_complete", "duration_seconds"]
-    rows = []
-    for r in records:
-        row = {k: v for k, v in r.items() if k not in ("params", "values")}
-        for i, v in enumerate(r.get("values") or []):
-            row[f"value_{i}"] = v
-        row.update({f"param_{k}": v for k, v in r["params"].items()})
-        rows.append({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def fmt(v: Any, kind: str = "") -> str:
-    """One rounding rule for every table: percents to 2 decimals, seconds to 1, other floats
-    to 4 significant digits."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if kind in ("val_removed", "percent"):
-            return f"{v:.2f}"
-        if kind in ("train_seconds", "cpu_seconds", "seconds"):
-            return f"{v:.1f}"
-        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-SHORT = {"val_removed": "val %", "train_seconds": "train s", "cpu_seconds": "cpu s",
-         "hidden_size": "hidden", "batch_size": "batch", "train_curves": "curves",
-         "weight_decay": "wd", "grad_clip": "clip", "epochs_run": "ran",
-         "rescored": "rescored val %"}
-
-
-def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str]) -> Table:
-    """Trials as a table: train s is wall seconds per seed, cpu s its CPU seconds (they differ
-    when other processes share the cores)."""
-    params = sorted({k for r in records for k in r["params"]})
-    table = Table(title=title, title_justify="left")
-    extra = ["epochs_run", *(c for c in ("train_seconds", "cpu_seconds") if c not in metrics)]
-    # Short headers keep the table readable in an 80-column terminal or a pipe.
-    if any("rescored" in r for r in records):  # `hpo rescore` ran: its mean beside the value
-        extra.insert(0, "rescored")
-    for col in ["#", "state", *metrics, *params, *extra]:
-        table.add_column(SHORT.get(col, col), justify="right" if col != "state" else "left",
-                         no_wrap=True)
-    for r in records:
-        values = r["values"] or [None] * len(metrics)
-        table.add_row(str(r["number"]), r["state"], *(fmt(v, m) for v, m in zip(
-                          values, metrics, strict=False)),
-                      *(fmt(r["params"].get(p)) for p in params),
-                      *(_rescored(r) if c == "rescored" else fmt(r.get(c), c) for c in extra))
-    return table
-
-
-def _rescored(r: dict[str, Any]) -> str:
-    x = r.get("rescored")
-    return "-" if x is None else f"{x['val_mean']:.2f}±{x['val_std']:.2f}"
-
-
-def with_rescores(study: optuna.Study, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each record's `hpo rescore` result (mean and std over its seeds on its validation
-    curves), where there is one."""
-    kept = study.user_attrs.get(RESCORE_ATTR) or {}
-    for r in records:
-        if str(r["number"]) in kept:
-            x = kept[str(r["number"])]
-            r["rescored"] = {k: x[k] for k in ("val_mean", "val_std", "seeds", "val_curves")}
-    return records

@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpo import env
+from hpo.env import DEFAULT_DIR
 from hpo.errors import HpoError
 from hpo.retrying import STORAGE_ERRORS, retry
-from hpo.storage import DEFAULT_DIR, ENV_URL, mask, parse, sqlite_path
+from hpo.storage import ENV_URL, mask, parse, sqlite_path
 from hpo.study import Counts, counts
 
 

@@ -25,14 +25,11 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo import optuna_api
+from hpo.attrs import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.errors import StorageError, StudyMismatchError
 from hpo.spec import METRIC_LABELS, StudySpec
 from hpo.storage import first_line, mask, sqlite_path, study_names
 
-SPEC_ATTR = "hpo:spec"
-BUDGET_ATTR = "hpo:budget"
-RESCORE_ATTR = "hpo:rescored"  # `hpo rescore`: the top trials on more seeds and val curves
-SUMMARY_ATTR = "hpo:summary"  # one readable line: what the dashboard shows first
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 

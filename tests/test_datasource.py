@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo import objective
+from hpo.attrs import SPEC_ATTR
 from hpo.cli import app
 from hpo.datafile import FLAG_KEYS, FileData, describe_file, file_digest
 from hpo.datasource import model_split
@@ -35,7 +36,7 @@ from hpo.normalize import fit_scale
 from hpo.notes import study_note
 from hpo.signals import read_signals, write_signals
 from hpo.storage import open_storage, study_names
-from hpo.study import SPEC_ATTR, load, make_sampler
+from hpo.study import load, make_sampler
 from hpo.studyfile import load_study_file
 from hpo.train import predict
 

@@ -56,6 +56,27 @@ def test_light_commands_never_import_torch(made: tuple[Path, str], argv: list[st
     assert proc.returncode in (0, 2), proc.stderr[-1000:]  # 2: "no complete trial yet"
 
 
+def test_best_and_studies_on_sqlite_import_no_optuna(tmp_path: Path) -> None:
+    """On a SQLite file the two commands users run most read it without Optuna, SQLAlchemy or
+    numpy (hpo.lightread), and print what the Optuna path prints (a URL with an option takes
+    it): same table, same JSON."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    mods, proc = imported(["search", str(ROOT / "studies" / "smoke.toml"), "--workers", "1",
+                           "--trials", "2", "--storage", url], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for argv in (["studies"], ["studies", "--json"], ["best", "smoke", "--top", "2"],
+                 ["best", "smoke", "--json"]):
+        light, p = imported([*argv, "--storage", url], tmp_path)
+        assert p.returncode == 0, p.stderr[-1000:]
+        heavy = sorted(m for m in light if m.split(".")[0] in ("optuna", "sqlalchemy", "numpy",
+                                                               *HEAVY))
+        assert not heavy, f"`hpo {' '.join(argv)}` imported {heavy[:5]}"
+        assert "hpo.lightread" in light
+        full, q = imported([*argv, "--storage", f"{url}?timeout=30"], tmp_path)
+        assert "optuna" in full and q.returncode == 0, q.stderr[-1000:]
+        assert p.stdout == q.stdout and p.stdout.strip(), argv
+
+
 def test_the_search_supervisor_never_imports_torch(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     mods, proc = imported(["search", str(ROOT / "studies" / "smoke.toml"), "--workers", "1",

@@ -20,6 +20,7 @@ from optuna.trial import TrialState, create_trial
 
 import hpo.queries as q
 from hpo.objective import progress_steps, pruning_marks, set_user_attrs
+from hpo.records import to_csv
 from hpo.storage import open_storage
 from hpo.strategies import PrunerSpec
 from hpo.study import create_study
@@ -67,12 +68,6 @@ def test_pareto_front_matches_optuna(tmp_path: Path) -> None:
     for top in (1, 5, 100):
         assert ([t.number for t in q.best_trials(study, top)]
                 == [t.number for t in q._best_trials_loaded(study, top)])
-
-
-def test_pareto_mask_keeps_ties_and_drops_dominated() -> None:
-    loss = np.array([[1, 2], [1, 2], [0, 3], [2, 2], [1, 1], [3, 0]], dtype=float)
-    assert q.pareto_mask(loss).tolist() == [False, False, True, False, True, True]
-    assert q.pareto_mask(np.array([[1.0, 2.0], [1.0, 2.0]])).tolist() == [True, True]
 
 
 def test_studies_counts_match_a_full_load(storage_url: str,
@@ -164,7 +159,7 @@ def test_csv_columns_do_not_follow_the_state_filter(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="csv", storage=storage)
     add(study, TrialState.COMPLETE, [1.0], {"train_seconds": 2.0, "n_params": 7})
     add(study, TrialState.PRUNED, None, {"pruned_at_epoch": 3})
-    heads = {q.to_csv([q.trial_record(t) for t in study.get_trials(states=states)], ["x"], 1
+    heads = {to_csv([q.trial_record(t) for t in study.get_trials(states=states)], ["x"], 1
                       ).splitlines()[0]
              for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,), (TrialState.FAIL,),
                             None)}

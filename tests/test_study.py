@@ -16,10 +16,11 @@ from test_bad_input import sqlite_snapshot
 from typer.testing import CliRunner
 
 import hpo.notes
+from hpo.attrs import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.cli import app
 from hpo.optuna_api import HeartbeatStorage
 from hpo.storage import open_storage, parse, sqlite_path, study_names
-from hpo.study import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR, ensure_study, load
+from hpo.study import ensure_study, load
 from hpo.studyfile import load_study_file
 
 POINTS = {"sampler": {"type": "points", "points": [

@@ -1,5 +1,6 @@
-"""Read-only views of studies (`studies`, `best`, `trials`) and the commands that retrain
-recorded configurations (`evaluate`, `replay`, which import torch inside themselves)."""
+"""`hpo trials` (every trial, as a table, JSON or CSV) and the commands that retrain recorded
+configurations (`evaluate`, `rescore`, `replay`, which import torch inside themselves).
+`studies` and `best` are hpo.cli.lookup's."""
 
 from __future__ import annotations
 
@@ -18,69 +19,14 @@ from hpo.cli.common import (
     app,
     emit_json,
     load_study,
-    open_storage_url,
     out,
     threads_or_env,
 )
 from hpo.errors import HpoError
-from hpo.queries import (
-    best_trials,
-    fmt,
-    open_study,
-    parse_state,
-    to_csv,
-    to_json,
-    trial_record,
-    trials_table,
-    with_rescores,
-)
-from hpo.queries import studies as list_studies
-from hpo.study import RESCORE_ATTR
+from hpo.queries import parse_state, trial_record
+from hpo.records import pm, to_csv, to_json, trials_table
 
 FORMATS = ("table", "json", "csv")
-
-
-@app.command()
-def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
-    """List the studies in the storage."""
-    rows = list_studies(open_storage_url(storage)[1])
-    if as_json:
-        emit_json(rows)
-        return
-    table = Table(title_justify="left")
-    cols = ["name", "directions", "finished", "budget", "running", "failed", "best_value"]
-    for c in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c],
-                            "percent" if c == "best_value" and r["directions"] == ["maximize"]
-                            else "") for c in cols))
-    out().print(table)
-
-
-@app.command()
-def best(
-    study: StudyArg,
-    storage: StorageOpt = None,
-    top: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="How many trials.")] = 1,
-    as_json: JsonOpt = False,
-) -> None:
-    """The best trials (the Pareto front for two objectives)."""
-    s, metrics = open_study(study, open_storage_url(storage)[1])
-    records = with_rescores(s, [trial_record(t) for t in best_trials(s, top)])
-    if as_json:
-        emit_json(records)
-        return
-    if not records:
-        raise HpoError(f"study '{study}' has no complete trial yet")
-    out().print(trials_table(f"best of '{study}'", records, metrics))
-    rescored = s.user_attrs.get(RESCORE_ATTR)
-    if rescored:
-        first = max(rescored.values(), key=lambda r: r["val_mean"])
-        typer.echo(f"rescored (`hpo rescore`): trial {first['number']} is best on "
-                   f"{first['seeds']} seed(s) x {first['val_curves']} validation curves, "
-                   f"{_pm(first['val_mean'], first['val_std'], first['seeds'])} %; "
-                   f"{len(rescored)} trial(s) rescored")
 
 
 @app.command()
@@ -112,10 +58,6 @@ PoolOpt = Annotated[int | None, typer.Option(min=1, max=1024,
                                              help="Processes (default: one per core).")]
 
 
-def _pm(mean: float, std: float, n: int) -> str:
-    return f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
-
-
 @app.command("evaluate")
 def evaluate_cmd(
     study: StudyArg,
@@ -140,8 +82,8 @@ def evaluate_cmd(
         table.add_column(c, no_wrap=c != "params")
     for r in rows:
         table.add_row(str(r["number"]), _params(r["params"]), f"{r['search_value']:.2f}",
-                      _pm(r["val_mean"], r["val_std"], seeds),
-                      _pm(r["test_mean"], r["test_std"], seeds),
+                      pm(r["val_mean"], r["val_std"], seeds),
+                      pm(r["test_mean"], r["test_std"], seeds),
                       f"{r['train_seconds']:.1f}", f"{r['cpu_seconds']:.1f}")
     out().print(table)
     typer.echo("train s: wall seconds per seed; cpu s: CPU seconds per seed (lower than wall "
@@ -180,7 +122,7 @@ def rescore_cmd(
         table.add_column(c, no_wrap=c != "params")
     for r in rows:
         table.add_row(str(r["number"]), _params(r["params"]), f"{r['search_value']:.2f}",
-                      _pm(r["val_mean"], r["val_std"], seeds))
+                      pm(r["val_mean"], r["val_std"], seeds))
     out().print(table)
     typer.echo(f"best after rescoring: trial {rows[0]['number']}; `hpo best {study}` shows it, "
                f"`hpo evaluate {study}` scores it on the held-out test curves")

@@ -27,10 +27,12 @@ from hpo.cli.common import (
     threads_or_env,
     warn,
 )
-from hpo.queries import best_trials, trial_record, trials_table
+from hpo.env import resolve_url
+from hpo.queries import best_trials, trial_record
+from hpo.records import trials_table
 from hpo.search import log_dir, next_steps, supervise
 from hpo.spec import StudySpec
-from hpo.storage import mask, open_storage, resolve_url, undo_new_sqlite_file
+from hpo.storage import mask, open_storage, undo_new_sqlite_file
 from hpo.study import Creation, ensure_study
 from hpo.studyfile import load_study_file, memory_estimate
 
