@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import random
 import sqlite3
+import time
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -28,8 +30,6 @@ from hpo import env
 from hpo.errors import StorageError
 from hpo.optuna_api import HeartbeatStorage
 
-DEFAULT_DIR = Path("storage")
-DEFAULT_DB = "hpo.db"
 ENV_URL = "HPO_STORAGE"
 DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
 # Plain dialect names get the drivers this package installs (psycopg 3, PyMySQL).
@@ -37,14 +37,6 @@ DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
                    "mariadb": "mysql+pymysql"}
 # Heartbeats: a worker that stops beating for HPO_GRACE_PERIOD seconds is declared dead and its
 # trial failed and retried (at most HPO_MAX_RETRY times); hpo.env reads them, on every open.
-
-
-def default_url() -> str:
-    return f"sqlite:///{(DEFAULT_DIR / DEFAULT_DB).resolve()}"
-
-
-def resolve_url(flag: str | None) -> str:
-    return flag or env.storage_url() or default_url()
 
 
 def mask(url: str) -> str:
@@ -208,9 +200,7 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
                 interval, grace, max_retry = env.heartbeat_settings()
                 hb = {"heartbeat_interval": interval, "grace_period": grace,
                       "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=max_retry)}
-            full = u.render_as_string(hide_password=False)
-            storage = HeartbeatStorage(full, engine_kwargs=engine_kwargs(u),
-                                       skip_table_creation=not create, **hb)
+            storage = _construct(u, create, hb)
             if u.get_backend_name() == "postgresql":
                 sqlalchemy.event.listen(storage.engine, "connect", _server_keepalive)
                 storage.engine.dispose()  # the connections made while opening lack it
@@ -226,6 +216,32 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
         raise _open_error(url, u, e) from e
     except RuntimeError as e:  # optuna's schema version check
         raise StorageError(f"storage {mask(url)}: {first_line(e)}") from e
+
+
+# Two processes opening a brand-new database at once (a search creating it while a worker, a
+# query or the dashboard opens it) can both find a table or Optuna's version row missing and
+# both write it: the second fails on "already exists" or a unique key. Whatever the first wrote
+# is there when the second opens again, so each retry has less left to race for.
+FIRST_OPEN_ATTEMPTS = 8
+
+
+def _first_open_race(e: BaseException) -> bool:
+    cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
+    return isinstance(cause, sqlalchemy.exc.IntegrityError) or (
+        isinstance(cause, sqlalchemy.exc.DBAPIError) and "already exists" in str(cause))
+
+
+def _construct(u: URL, create: bool, hb: dict[str, Any]) -> HeartbeatStorage:
+    for attempt in range(1, FIRST_OPEN_ATTEMPTS + 1):
+        try:
+            return HeartbeatStorage(u.render_as_string(hide_password=False),
+                                    engine_kwargs=engine_kwargs(u),
+                                    skip_table_creation=not create, **hb)
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.DBAPIError) as e:
+            if attempt == FIRST_OPEN_ATTEMPTS or not _first_open_race(e):
+                raise
+            time.sleep(random.uniform(0.02, 0.1) * attempt)  # apart from the other racers
+    raise AssertionError("unreachable")
 
 
 def _open_error(url: str, u: URL, e: BaseException) -> StorageError:

@@ -1,0 +1,57 @@
+"""hpo.storage as a unit: URL rules, and a brand-new SQLite database opened by several processes
+at the same instant (a search creating it while workers, queries or the dashboard open it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpo.errors import StorageError
+from hpo.storage import mask, open_storage, parse
+
+RACER = """
+import sys, time
+from hpo.errors import HpoError
+from hpo.storage import open_storage
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+try:
+    open_storage(sys.argv[1], create=True, heartbeat=False)
+except HpoError as e:
+    print(e)
+    sys.exit(1)
+"""
+
+
+def test_processes_racing_to_create_one_database_all_open_it(tmp_path: Path) -> None:
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        start = time.time() + 3  # after every racer has imported hpo
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, url, str(start)],
+                                   stdout=subprocess.PIPE, text=True) for _ in range(6)]
+        failed = [out for p in racers if (out := p.communicate(timeout=120)[0]) and
+                  p.returncode]
+        assert not failed, failed
+        open_storage(url, heartbeat=False).get_all_studies()  # complete: Optuna opens it
+
+
+@pytest.mark.parametrize(("url", "needle"), [
+    ("not a url", "is not a database URL"),
+    ("oracle://u@h/db", "unsupported database 'oracle'"),
+    ("sqlite://", "in-memory"),
+    ("sqlite:///:memory:", "in-memory"),
+])
+def test_urls_refused_before_any_connection(url: str, needle: str) -> None:
+    with pytest.raises(StorageError, match=needle):
+        parse(url)
+
+
+def test_passwords_never_printed() -> None:
+    assert mask("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert "secret" not in mask("mysql://root:secret@127.0.0.1:3306/test")
+    assert mask("::nonsense::") == "<unparseable storage URL>"
+    assert parse("postgresql://u@h/db").drivername == "postgresql+psycopg"
