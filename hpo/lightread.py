@@ -157,16 +157,23 @@ def _value(value: float | None, vtype: str) -> float:
     return INFINITY[vtype] if vtype in INFINITY else float(value)  # type: ignore[arg-type]
 
 
-# Optuna ranks a stored infinity (a NULL value with its type) by the type first.
-_RANK = "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END"
+# Every statement is a constant with ? parameters: no value ever enters SQL text
+# (tests/test_security.py checks). Optuna ranks a stored infinity (a NULL value with its type)
+# by the type first; ties go to the lower trial number.
+TOP = {
+    "MAXIMIZE": "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY "
+                "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END DESC, "
+                "v.value DESC, t.number LIMIT ?",
+    "MINIMIZE": "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY "
+                "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END, "
+                "v.value, t.number LIMIT ?",
+}
 
 
 def _top_ids(con: sqlite3.Connection, sid: int, direction: str, top: int) -> list[int]:
-    order = f"{_RANK} DESC, v.value DESC" if direction == "MAXIMIZE" else f"{_RANK}, v.value"
-    return [tid for (tid,) in con.execute(
-        "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
-        "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 "
-        f"ORDER BY {order}, t.number LIMIT ?", (sid, top))]
+    return [tid for (tid,) in con.execute(TOP[direction], (sid, top))]
 
 
 def _pareto_ids(con: sqlite3.Connection, sid: int, dirs: list[str], top: int) -> list[int]:

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -144,7 +144,7 @@ def pareto_best(by_trial: Mapping[int, tuple[int, list[float]]], maximize: list[
     return front[:top]
 
 
-def pareto_front(points: list[tuple[float, ...]]) -> list[int]:
+def pareto_front(points: Sequence[tuple[float, ...]]) -> list[int]:
     """Indices of the `points` (losses, to minimize) that no other point dominates; equal points
     are all kept, as Optuna keeps them. A dominating point always sorts earlier
     lexicographically, so one pass against the front found so far is enough."""

@@ -295,10 +295,12 @@ def storage(w: World) -> list[str]:
     return ["--storage", w.url]
 
 
+def search_study(c: StudyCase) -> Callable[[World], list[str]]:
+    return lambda w: ["search", str(write_study(w.dir, c)), "--workers", "1", *storage(w)]
+
+
 CASES = [
-    *(Case(f"study_file_{c.id}", lambda w, c=c: ["search", str(write_study(w.dir, c)),
-                                                  "--workers", "1", *storage(w)], c.names)
-      for c in STUDY_FILES),
+    *(Case(f"study_file_{c.id}", search_study(c), c.names) for c in STUDY_FILES),
     Case("study_file_missing", lambda w: ["search", str(w.dir / "nope.toml"), *storage(w)],
          "nope.toml"),
     Case("study_file_is_a_directory", lambda w: ["search", str(w.dir), *storage(w)], "study file"),

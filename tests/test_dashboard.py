@@ -78,7 +78,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     finally:
         if saved is not None:
             os.environ[ENV] = saved
-    best = max(study.trials, key=lambda t: t.value)
+    best = max(study.trials, key=lambda t: t.value or 0.0)
     return {"url": url, "dir": d / "db" / "artifacts", "study": study, "best": best, "tmp": d}
 
 

@@ -16,7 +16,12 @@ import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState, create_trial
 
 from hpo import lightread, optuna_api, queries
@@ -27,7 +32,7 @@ from hpo.studyfile import load_study_file
 
 SPEC = load_study_file(Path(__file__).resolve().parents[1] / "studies" / "smoke.toml").to_dict()
 
-DISTRIBUTIONS = {
+DISTRIBUTIONS: dict[str, BaseDistribution] = {
     "lr": FloatDistribution(1e-4, 1e-1, log=True),
     "hidden_size": IntDistribution(2, 64),
     "shift": IntDistribution(1, 31, step=2),
@@ -65,7 +70,9 @@ def _param(name: str) -> st.SearchStrategy[Any]:
     if isinstance(d, CategoricalDistribution):
         return st.sampled_from(d.choices)
     if isinstance(d, IntDistribution):
-        return st.integers(d.low, d.high).filter(lambda v: (v - d.low) % d.step == 0)
+        low, step = d.low, d.step
+        return st.integers(d.low, d.high).filter(lambda v: (v - low) % step == 0)
+    assert isinstance(d, FloatDistribution)
     if d.step is not None:
         return st.sampled_from([0.0, 0.1, 0.2, 0.5])
     return st.floats(d.low, d.high)

@@ -96,6 +96,7 @@ def test_stale_trials_and_heartbeats(storage_url: str) -> None:
     with storage.engine.begin() as con:
         con.execute(sqlalchemy.delete(m.TrialHeartbeatModel.__table__).where(
             m.TrialHeartbeatModel.trial_id == optuna_api.trial_id(plain)))
+        assert storage.grace_period is not None
         old = datetime.now() - timedelta(seconds=storage.grace_period + 3600)
         con.execute(sqlalchemy.update(m.TrialHeartbeatModel.__table__).where(
             m.TrialHeartbeatModel.trial_id == optuna_api.trial_id(stale)).values(heartbeat=old))

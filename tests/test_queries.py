@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import hpo.queries as q
@@ -26,7 +26,7 @@ from hpo.strategies import PrunerSpec
 from hpo.study import create_study
 from hpo.studyfile import load_study_file
 
-DIST = {"x": FloatDistribution(0, 1)}
+DIST: dict[str, BaseDistribution] = {"x": FloatDistribution(0, 1)}
 
 
 def add(study: optuna.Study, state: TrialState, values: list[float] | None = None,
@@ -37,7 +37,8 @@ def add(study: optuna.Study, state: TrialState, values: list[float] | None = Non
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
-def test_best_trials_match_the_load_everything_path(storage_url: str, direction: str) -> None:
+def test_best_trials_match_the_load_everything_path(
+        storage_url: str, direction: Literal["maximize", "minimize"]) -> None:
     storage = open_storage(storage_url, create=True, heartbeat=False)
     name = f"q-{direction}-{np.random.default_rng().integers(1 << 40):x}"
     study = optuna.create_study(study_name=name, storage=storage, direction=direction)

@@ -27,7 +27,7 @@ import optuna
 import pytest
 import sqlalchemy
 from conftest import backend_url
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
@@ -313,8 +313,9 @@ def test_diverged_reason_shows_in_trial_listing(
 
 # --- 6. bulk controls: retry-failed, fail-stale --------------------------------------------------
 
-DISTS = {"hidden_size": IntDistribution(4, 8), "shift": IntDistribution(0, 5),
-         "epochs": IntDistribution(2, 4)}
+DISTS: dict[str, BaseDistribution] = {
+    "hidden_size": IntDistribution(4, 8), "shift": IntDistribution(0, 5),
+    "epochs": IntDistribution(2, 4)}
 
 
 def add_trial(study: optuna.Study, params: dict[str, int] | None, state: TrialState) -> int:
@@ -410,7 +411,7 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
     beating = add_trial(with_beats, p(5), TrialState.RUNNING)  # fresh heartbeat: alive
     cases = {"dead pid here": (host, gone), "live pid here": (host, os.getpid()),
              "other host": ("elsewhere", gone), "no pid": (None, None)}
-    numbers = {}
+    numbers: dict[str, int] = {}
     for label, (h, pid) in cases.items():
         n = numbers[label] = add_trial(no_beats, p(6, len(numbers)), TrialState.RUNNING)
         if h is not None:

@@ -267,7 +267,7 @@ def test_rescore_ranks_the_top_on_more_seeds_and_curves_and_best_shows_it(
     name = load_study_file(path).name
     assert cli("search", str(path), "--workers", "1", "--storage", url)[0] == 0
     study, _ = load(name, open_storage(url, heartbeat=False))
-    ranked = sorted(study.trials, key=lambda t: (-t.value, t.number))
+    ranked = sorted(study.trials, key=lambda t: (-(t.value or 0.0), t.number))
     # One seed (the trial's own) on the study's own 20 validation curves: the search's value.
     code, out, err = cli("rescore", name, "--storage", url, "--top", "2", "--seeds", "1",
                          "--val-curves", "20", "--workers", "1", "--json")
@@ -306,7 +306,7 @@ def test_evaluate_reports_held_out_scores(tmp_path: Path,
     assert code == 0, err
     rows = json.loads(out)
     study, _ = load(name, open_storage(url, heartbeat=False))
-    ranked = sorted(study.trials, key=lambda t: -t.value)
+    ranked = sorted(study.trials, key=lambda t: -(t.value or 0.0))
     assert [r["number"] for r in rows] == [t.number for t in ranked[:2]]
     for r, t in zip(rows, ranked, strict=False):
         # A trial's own first seed comes first: its validation score is reproduced exactly,
