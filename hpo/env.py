@@ -48,7 +48,14 @@ SUPERVISOR = Var("HPO_SUPERVISOR_PID", "pid of the `hpo search` that started thi
 def raw(var: Var) -> str | None:
     """The variable's value; empty counts as unset, as a shell's `VAR=` means 'no value'."""
     value = os.environ.get(var.name)
-    return value if value is not None and value.strip() != "" else None
+    if value is None or value.strip() == "":
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
+        shown = value.encode(errors="surrogateescape").decode(errors="backslashreplace")
+        raise EnvError(f"{var.name}='{shown}': not UTF-8 text; set it again") from None
+    return value
 
 
 def duration(var: Var, default: float, *, minimum: float = 0.0,

@@ -42,3 +42,22 @@ def test_one_line_escapes_what_would_break_the_line() -> None:
     assert one_line("bad\nkey\r\tx\x1b[31m\u2028end\n") == "bad\\nkey\\r\\tx\\x1b[31m\\u2028end"
     assert one_line("plain: ünïcode stays") == "plain: ünïcode stays"
     assert str(HpoError("a.toml: \n: unknown key")) == "a.toml: \\n: unknown key"
+
+
+def test_names_and_urls_that_are_not_utf8_are_refused_in_one_line(tmp_path: Any) -> None:
+    """Bytes a shell passes that are not UTF-8 reach Python as lone surrogates; a study name or
+    storage URL made of them used to end in the SQL driver's UnicodeEncodeError."""
+    from typer.testing import CliRunner
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    runner = CliRunner()
+    for args in (["best", "a\udc85b", "--storage", url],
+                 ["studies", "--storage", "sqlite:////x\udcff"],
+                 ["worker", "\udcff", "--storage", url],
+                 ["fail-stale", "s\udc80", "--storage", url]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not UTF-8 text" in lines[0], lines
+    assert not (tmp_path / "hpo.db").exists()

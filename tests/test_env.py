@@ -240,3 +240,10 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert env.cache_dir() == tmp_path / "xdg" / "hpo"
     monkeypatch.setenv(env.CACHE_DIR.name, str(tmp_path / "mine"))
     assert env.cache_dir() == tmp_path / "mine" / "hpo"
+
+
+def test_a_value_that_is_not_utf8_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(env.GRACE.name, "3\udc850")
+    e = _error(env.heartbeat_settings)
+    _one_line_naming(e, env.GRACE.name)
+    assert "not UTF-8" in str(e) and "\\x85" in str(e)

@@ -96,11 +96,23 @@ def threads_or_env(flag: int | None) -> int:
     return flag if flag is not None else env.threads()
 
 
+def _text(value: str | None) -> str | None:
+    """A study name or URL goes to the database as text; bytes a shell passed that are not UTF-8
+    (Python keeps them as lone surrogates) cannot, and must not reach the driver."""
+    if value is not None:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            shown = value.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            raise typer.BadParameter(f"'{shown}' is not UTF-8 text; retype it") from None
+    return value
+
+
 StorageOpt = Annotated[str | None, typer.Option(
-    "--storage", envvar="HPO_STORAGE", show_envvar=True,
+    "--storage", envvar="HPO_STORAGE", show_envvar=True, callback=_text,
     help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
          "Default: sqlite file storage/hpo.db under the current directory.")]
-StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.")]
+StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.", callback=_text)]
 # metavar "": a flag takes no value, so its help shows none (typer would print <bool>).
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a "
                                                                   "table or text.")]
