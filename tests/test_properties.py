@@ -1599,14 +1599,33 @@ def judge_word(s: str, valid: list[str]) -> str:
     return "either" if s.strip().lower() in valid else "invalid"
 
 
+# A study name as a shell may pass it: any text, and bytes that are not UTF-8 (Python keeps them
+# as lone surrogates, U+DC80-U+DCFF).
+NAME_CHAR = st.one_of(ARG_CHAR, st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF))
+
+
+@st.composite
+def study_names(draw: st.DrawFn) -> tuple[str, str, list[str]]:
+    """(a name, its verdict, what a refusal must name): the existing study most of the time."""
+    name = draw(st.one_of(st.just(EXISTING), st.just(EXISTING), st.just(EXISTING),
+                          st.sampled_from([EXISTING.upper(), f" {EXISTING}", EXISTING + "\udc85",
+                                           DONE, ""]),
+                          st.text(NAME_CHAR, max_size=10)))
+    if name == EXISTING:
+        return name, "valid", []
+    # One that starts with "-" reads as an option (click: "No such option: -0").
+    return name, "either" if name == DONE else "invalid", ["study", "STUDY", name, "option"]
+
+
 @st.composite
 def query_cases(draw: st.DrawFn) -> tuple[list[str], str, list[str]]:
     command = draw(st.sampled_from(["best", "trials"]))
+    study, named, study_names_ = draw(study_names())
     if command == "best":
         top = draw(int_values((1, 5)))
-        return ["best", EXISTING, "--top", top, *(["--json"] if draw(st.booleans()) else [])], \
-            judge_int(top, 1, 5), ["--top"]
-    args, verdicts, names = ["trials", EXISTING], [], []
+        return ["best", study, "--top", top, *(["--json"] if draw(st.booleans()) else [])], \
+            worst(judge_int(top, 1, 5), named), ["--top", *study_names_]
+    args, verdicts, names = ["trials", study], [named], list(study_names_)
     if draw(st.booleans()):
         state = draw(word_values(STATES))
         args += ["--state", state]
