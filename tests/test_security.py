@@ -76,9 +76,9 @@ def test_password_never_shows_in_output_logs_or_command_lines(
     name = load_study_file(path).name
     env = hpo_env(HPO_STORAGE=secret_url)  # the documented way: not on a command line
     with running_search(path, tmp_path, "--workers", "2", env=env) as search:
-        workers = wait_until(lambda: len(search.note_workers()) == 2 and search.workers, 60,
-                             "two worker processes")
-        assert isinstance(workers, list)
+        workers = wait_until(
+            lambda: (search.workers or None) if len(search.note_workers()) == 2 else None, 60,
+            "two worker processes")
         lines = {pid: cmdline(pid) for pid in [search.proc.pid, *workers]}
         code = search.wait(240)
     assert all(" worker " in lines[pid] for pid in workers), lines
