@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, undecodable
 
 
 class EnvError(HpoError):
@@ -50,11 +50,8 @@ def raw(var: Var) -> str | None:
     value = os.environ.get(var.name)
     if value is None or value.strip() == "":
         return None
-    try:
-        value.encode()
-    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
-        shown = value.encode(errors="surrogateescape").decode(errors="backslashreplace")
-        raise EnvError(f"{var.name}='{shown}': not UTF-8 text; set it again") from None
+    if (shown := undecodable(value)) is not None:
+        raise EnvError(f"{var.name}='{shown}': not UTF-8 text; set it again")
     return value
 
 

@@ -15,6 +15,16 @@ def one_line(message: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
 
 
+def undecodable(value: str) -> str | None:
+    """`value` shown with its bytes escaped if it is not UTF-8 text (bytes a shell passed that
+    Python keeps as lone surrogates, which no database driver takes), else None."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode(errors="surrogateescape").decode(errors="backslashreplace")
+    return None
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (a library's reason), or its type's name."""
     text = str(e).strip()

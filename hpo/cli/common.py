@@ -14,7 +14,7 @@ from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
 
 from hpo import env
-from hpo.errors import HpoError, one_line
+from hpo.errors import HpoError, one_line, undecodable
 
 err = Console(stderr=True)
 
@@ -99,12 +99,8 @@ def threads_or_env(flag: int | None) -> int:
 def _text(value: str | None) -> str | None:
     """A study name or URL goes to the database as text; bytes a shell passed that are not UTF-8
     (Python keeps them as lone surrogates) cannot, and must not reach the driver."""
-    if value is not None:
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            shown = value.encode(errors="surrogateescape").decode(errors="backslashreplace")
-            raise typer.BadParameter(f"'{shown}' is not UTF-8 text; retype it") from None
+    if value is not None and (shown := undecodable(value)) is not None:
+        raise typer.BadParameter(f"'{shown}' is not UTF-8 text; retype it")
     return value
 
 
