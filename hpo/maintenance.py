@@ -16,6 +16,7 @@ Which RUNNING trials `fail-stale` declares dead:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -147,17 +148,20 @@ def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Stal
                 or RetryStaleTrial(env.heartbeat_settings()[2]))
     failed: list[int] = []
     st = optuna_api.storage_of(study)  # through the study's cache, so its later reads see them
-    for t, why in dead:
-        try:
-            tid = optuna_api.trial_id(t)
-            st.set_trial_user_attr(tid, "fail_reason", why)
-            if not st.set_trial_state_values(tid, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished (or a worker failed it) meanwhile: not ours to touch
-        report.failed.append((t.number, why))
-        failed.append(t.number)
-        callback(study, copy.deepcopy(st.get_trial(tid)))
+    # Under the budget lock, as in hpo.worker.fail_stale: a worker's claim between a FAIL and
+    # its re-queue would start a fresh trial in the dead one's place and strand the copy.
+    with budget_lock(storage, study.study_name) if dead else contextlib.nullcontext():
+        for t, why in dead:
+            try:
+                tid = optuna_api.trial_id(t)
+                st.set_trial_user_attr(tid, "fail_reason", why)
+                if not st.set_trial_state_values(tid, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished (or a worker failed it) meanwhile: not ours to touch
+            report.failed.append((t.number, why))
+            failed.append(t.number)
+            callback(study, copy.deepcopy(st.get_trial(tid)))
     after = study.get_trials(deepcopy=False)
     for n in failed:
         new = _successor(after, n)

@@ -118,7 +118,7 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int,
             n += 1
             if study is not None and n % every == 0:
                 with contextlib.suppress(*STORAGE_ERRORS), timing.timed(timing.FAIL_STALE):
-                    optuna.storages.fail_stale_trials(study)
+                    fail_stale(study, storage)
             stop.wait(interval)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
@@ -199,8 +199,7 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
                         "at this safe point (no trial of ours is running)", supervisor)
             summary.interrupted = True
             break
-        retry(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials",
-              kind=timing.FAIL_STALE)
+        retry(lambda: fail_stale(study, storage), "fail stale trials", kind=timing.FAIL_STALE)
         trial = retry(lambda: _claim(study, storage), "claim a trial", kind=timing.CLAIM)
         if trial is None:
             if retry(lambda: counts(study), "count trials", kind=timing.COUNT).done:
@@ -208,7 +207,7 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
             time.sleep(poll)  # the last trials are running elsewhere; wait in case one fails
             continue
         with heartbeat(storage, optuna_api.trial_id(trial), study):
-            state = _run_one(study, spec, trial, threads, me, job)
+            state = _run_one(study, storage, spec, trial, threads, me, job)
         if state == TrialState.FAIL:
             summary.failed += 1
             consecutive += 1
@@ -222,6 +221,20 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
     return summary
 
 
+def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+    """Fails the study's stale trials and re-queues their parameters under the budget lock.
+
+    Optuna commits the FAIL first and adds the re-queued copy after. A claim in between sees
+    room in the budget and no waiting trial, so it starts a fresh one, which then fills the
+    budget: the dead trial's parameters stay WAITING for ever (CI caught it in
+    test_host_lost_mid_trial_its_trial_is_retried_elsewhere). The stale check is one read, as
+    before; the lock is taken only when some trial is stale, which is rare."""
+    if not optuna_api.stale_trial_ids(storage, optuna_api.study_id(study)):
+        return
+    with budget_lock(storage, study.study_name):
+        optuna.storages.fail_stale_trials(study)
+
+
 def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.Trial | None:
     with budget_lock(storage, study.study_name):
         if not counts(study).may_ask:
@@ -229,16 +242,19 @@ def _claim(study: optuna.Study, storage: optuna.storages.RDBStorage) -> optuna.T
         return study.ask()
 
 
-def _run_one(study: optuna.Study, spec: Any, trial: optuna.Trial, threads: int,
-             me: str, job: RunTrial) -> TrialState:
+def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any,
+             trial: optuna.Trial, threads: int, me: str, job: RunTrial) -> TrialState:
     try:
         with STOP.trial():
             outcome = job(spec, trial, threads=threads, host=me, call=retry)
     except KeyboardInterrupt:
-        if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued"):
-            frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
-                optuna_api.trial_id(trial)), "read the trial")
-            retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
+        # Failed and re-queued under the budget lock, for the reason fail_stale gives.
+        with budget_lock(storage, study.study_name):
+            if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were "
+                                   "re-queued"):
+                frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
+                    optuna_api.trial_id(trial)), "read the trial")
+                retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
         raise
     except STORAGE_ERRORS:
         raise

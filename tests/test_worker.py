@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from optuna.trial import TrialState
@@ -99,3 +100,48 @@ def test_retry_gives_up_with_one_line_after_its_patience(monkeypatch: pytest.Mon
     with pytest.raises(KeyboardInterrupt):
         hpo.worker.retry(down, "count", patience=60.0)
     hpo.worker.STOP.reset()
+
+
+def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
+        tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna commits a stale trial's FAIL before it adds the re-queued copy. A claim in that gap
+    once saw room in the budget and no waiting trial, started a fresh trial that filled the
+    budget, and left the dead trial's parameters WAITING for ever (a CI failure of
+    test_hosts.py). fail_stale holds the budget lock across both, so the claim gets the copy."""
+    import threading
+
+    import optuna
+
+    from hpo.storage import RETRY_OF_ATTR, RetryStaleTrial
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_GRACE_PERIOD", "2")
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    spec = load_study_file(study_file(trials=1))
+    create_study(spec, open_storage(url, create=True))
+    dying = open_storage(url)
+    study, _ = load(spec.name, dying)
+    victim = study.ask()
+    dying.record_heartbeat(victim._trial_id)
+    time.sleep(2.5)  # no beat since: stale
+
+    other = open_storage(url)  # another worker, which asks for a trial meanwhile
+    peer, _ = load(spec.name, other)
+    claimed: list[optuna.Trial | None] = []
+    in_gap: list[bool] = []
+    requeue = RetryStaleTrial.__call__
+    claim = threading.Thread(target=lambda: claimed.append(hpo.worker._claim(peer, other)))
+
+    def slow_requeue(self: RetryStaleTrial, study: optuna.Study, trial: Any) -> None:
+        claim.start()
+        claim.join(timeout=1.0)  # the FAIL is committed; the copy is not there yet
+        in_gap.append(not claim.is_alive())
+        requeue(self, study, trial)
+
+    monkeypatch.setattr(RetryStaleTrial, "__call__", slow_requeue)
+    watcher = open_storage(url)
+    hpo.worker.fail_stale(load(spec.name, watcher)[0], watcher)
+    claim.join(timeout=30)
+    assert in_gap == [False], "a claim ran between the FAIL and the re-queue"
+    (trial,) = claimed
+    assert trial is not None and trial.user_attrs[RETRY_OF_ATTR] == victim.number
