@@ -22,7 +22,7 @@ def epoch_bar(epochs: int, enabled: bool = True) -> Iterator[EpochCallback | Non
         MofNCompleteColumn(),
         TextColumn("val {task.fields[val]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, emoji=False),
         transient=True,
     )
     task = progress.add_task("train", total=epochs, val="-")

@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpo import env
@@ -127,8 +128,10 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
               timeout: float | None, console: Console) -> SearchOutcome:
     """Runs the workers to the end of the budget with a live progress bar."""
     c = counts(study)
-    console.print(f"study [bold]{study.study_name}[/bold] on {mask(url)}: {c.finished}/{c.budget}"
-                  f" finished; starting {workers} worker(s), logs in {log_dir}/", highlight=False)
+    console.print(f"study [bold]{escape(study.study_name)}[/bold] on {escape(mask(url))}: "
+                  f"{c.finished}/{c.budget}"
+                  f" finished; starting {workers} worker(s), logs in {escape(str(log_dir))}/",
+                  highlight=False)
     signals = _Signals()
     previous = {}
     if threading.current_thread() is threading.main_thread():

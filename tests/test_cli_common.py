@@ -61,3 +61,23 @@ def test_names_and_urls_that_are_not_utf8_are_refused_in_one_line(tmp_path: Any)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "not UTF-8 text" in lines[0], lines
     assert not (tmp_path / "hpo.db").exists()
+
+
+def test_errors_and_tables_print_names_as_typed(capsys: Any) -> None:
+    """rich replaces ':smile:' with an emoji even in escaped text, and parses '[red]' in table
+    cells as markup; a key, name or value quoted back to the user must read as typed."""
+    from rich.table import Table
+
+    from hpo.cli.common import out, say_error
+
+    say_error("studies/x.toml: unknown key ':SMILE:' in [space]; remove it")
+    table = Table()
+    table.add_column("name")
+    for name in (":smile:", "[red]x[/red]", "[bold]"):
+        table.add_row(name)
+    out().print(table)
+    captured = capsys.readouterr()
+    assert "':SMILE:'" in captured.err and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" \
+        not in captured.err
+    for name in (":smile:", "[red]x[/red]", "[bold]"):
+        assert name in captured.out

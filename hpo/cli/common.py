@@ -16,7 +16,9 @@ from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click he
 from hpo import env
 from hpo.errors import HpoError, one_line, undecodable
 
-err = Console(stderr=True)
+# emoji=False: rich turns ':smile:' into an emoji even in escaped text, and a message quoting a
+# user's key or name must print it as typed (the long property run found ':SMILE' shown as one).
+err = Console(stderr=True, emoji=False)
 
 
 def say_error(message: str) -> None:
@@ -84,8 +86,11 @@ app = typer.Typer(
 
 
 def out() -> Console:
-    """Tables on stdout; in a pipe or a log, rich would squeeze them into 80 columns."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    """Tables on stdout; in a pipe or a log, rich would squeeze them into 80 columns. Cells hold
+    names and values as stored (a study made by another tool may be called '[red]x' or
+    ':smile:'): no markup, no emoji."""
+    width = None if sys.stdout.isatty() else 200
+    return Console(width=width, markup=False, emoji=False)
 
 
 def emit_json(obj: Any) -> None:

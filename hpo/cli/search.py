@@ -79,7 +79,7 @@ def search(
     url, c = _create(spec, storage, trials)
     if capped:
         warn(capped)
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False)
     outcome = supervise(c.study, url, workers, threads_or_env(threads), log_dir(url), timeout,
                         console)
     records = [trial_record(t) for t in best_trials(c.study, top)]
