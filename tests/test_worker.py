@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from searchprocs import SECONDS_STUDY, by_state, mid_trial, peek_trials, running_search, wait_until
 
 import hpo.worker
+from hpo import optuna_api
 from hpo.retrying import WorkerError
 from hpo.storage import open_storage
 from hpo.study import create_study, load
@@ -123,7 +124,10 @@ def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
     study, _ = load(spec.name, dying)
     victim = study.ask()
     dying.record_heartbeat(victim._trial_id)
-    time.sleep(2.5)  # no beat since: stale
+    # No beat since: stale once the grace period has passed by the database's clock (whole
+    # seconds on SQLite).
+    wait_until(lambda: optuna_api.stale_trial_ids(dying, optuna_api.study_id(study)) or None,
+               10, "the trial to go stale")
 
     other = open_storage(url)  # another worker, which asks for a trial meanwhile
     peer, _ = load(spec.name, other)
