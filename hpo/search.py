@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpo import env
+from hpo import env, warm
 from hpo.env import DEFAULT_DIR
 from hpo.errors import HpoError
 from hpo.retrying import STORAGE_ERRORS, retry
@@ -78,17 +78,21 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
         environ[env.DEADLINE.name] = str(time.time() + timeout)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     procs = []
-    for i in range(n):
-        log = logs / f"{study_name}-worker-{i}.log"
-        with log.open("ab") as f:
-            # One header per run: several runs (and resumes) append to the same file.
-            f.write(f"==== hpo search {stamp}: worker {i} of {n}, study {study_name}, storage "
-                    f"{mask(url)}, supervisor pid {os.getpid()} ====\n".encode())
-            f.flush()
-            p = subprocess.Popen(worker_command(study_name, i, threads), env=environ, stdout=f,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
-        procs.append((p, log))
+    try:
+        for i in range(n):
+            log = logs / f"{study_name}-worker-{i}.log"
+            command = worker_command(study_name, i, threads)
+            with log.open("ab") as f:
+                # One header per run: several runs (and resumes) append to the same file.
+                f.write(f"==== hpo search {stamp}: worker {i} of {n}, study {study_name}, "
+                        f"storage {mask(url)}, supervisor pid {os.getpid()} ====\n".encode())
+                f.flush()
+                p = warm.take(command[3:], environ, str(log)) or subprocess.Popen(
+                    command, env=environ, stdout=f, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True)
+            procs.append((p, log))
+    finally:
+        warm.discard()  # any left over (fewer workers than prestarted) hold memory for nothing
     return procs
 
 

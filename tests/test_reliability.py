@@ -235,7 +235,10 @@ def test_ctrl_c_while_workers_start_is_clean(
     with running_search(path, tmp_path, "--workers", "2", url=url) as search:
         # SIGINT lands while the workers are still importing torch, and the search itself is
         # between starting them and watching them: it must still stop every one of them.
-        wait_until(lambda: len(search.note_workers()) == 2, 30, "two worker processes")
+        # The worker processes start before the study exists (hpo.warm); the logs' headers
+        # are written when each is given its study.
+        wait_until(lambda: len(search.note_workers()) == 2 and len(
+            worker_logs(url, tmp_path)) == 2, 30, "two worker processes given their study")
         search.proc.send_signal(signal.SIGINT)
         code = search.wait(60)
         assert not [pid for pid in search.workers if pid_alive(pid)]  # none left searching

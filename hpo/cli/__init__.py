@@ -43,11 +43,19 @@ def main() -> None:
     interpreter's teardown (torch's, SQLAlchemy's and Optuna's finalizers) took 0.5 s in a light
     command and about a second in a worker, time a user or a whole search waited for. `app`
     itself stays callable in-process (tests, notebooks) and never ends its caller's process."""
+    from hpo import warm
+
     try:
+        warm.prestart(sys.argv)  # `hpo search`: its workers import torch while it validates
         load(sys.argv[1] if len(sys.argv) > 1 else None)()
         code: object = 0
     except SystemExit as e:
         code = e.code
+    except KeyboardInterrupt:  # Ctrl-C while the command's modules import: no traceback
+        print("aborted", file=sys.stderr)
+        code = 130
+    finally:
+        warm.discard()
     if not isinstance(code, int):  # sys.exit("message") or None, as Python would treat them
         if code is not None:
             print(code, file=sys.stderr)
