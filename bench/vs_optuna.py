@@ -1,7 +1,7 @@
 """`hpo search` against plain Optuna on the same fixed configurations: what does hpo cost?
 
     python bench/vs_optuna.py [--quick] [--trials N] [--pairs P] [--workers W] [--json PATH]
-                              [--keep] [--note TEXT]
+                              [--load N] [--keep] [--note TEXT]
     python bench/vs_optuna.py --from-json bench/results/vs_optuna.json   # reprint a saved run
 
 Both sides train exactly the same N configurations (default 12: hidden 16-40, shift 0-10,
@@ -433,6 +433,10 @@ def bench(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="hpo-vs-optuna-"))
     env["HPO_CACHE_DIR"] = str(root / "cache")  # hpo's baseline cache, warmed below
     runs: list[Run] = []
+    # --load N: N busy processes share the cores with both sides throughout, as neighbours' jobs
+    # would (a reproducible stand-in for "other jobs on the machine").
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.load)]
     load0 = loadavg()
     try:
         if not args.no_warmup:
@@ -450,6 +454,9 @@ def bench(args: argparse.Namespace) -> None:
                 print(f"{r.wall_s:.1f} s wall, {r.cpu_s:.1f} s CPU, load {r.load_after[0]:.2f}"
                       + (f"  ERRORS: {r.errors}" if r.errors else ""), flush=True)
     finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         if args.keep:
             print(f"kept {root}")
         else:
@@ -465,7 +472,8 @@ def bench(args: argparse.Namespace) -> None:
         Path(out).write_text(json.dumps({
             "bench": "vs_optuna", "date": datetime.now().isoformat(timespec="seconds"),
             "note": args.note, "quick": args.quick, "trials": args.trials, "pairs": args.pairs,
-            "workers": args.workers, "machine": machine(), "load_before": load0,
+            "workers": args.workers, "busy_processes": args.load, "machine": machine(),
+            "load_before": load0,
             "load_after": loadavg(), "uptime_after": end, "configurations": cfgs,
             "summary": summary,
             "runs": [{k: round(v, 4) if isinstance(v, float) else v
@@ -491,6 +499,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes per run")
     ap.add_argument("--json", type=Path, help=f"where to write the results (default {RESULTS}; "
                                               "none with --quick)")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="run N busy-loop processes beside both sides (a loaded machine)")
     ap.add_argument("--keep", action="store_true", help="keep the runs' directories (logs, dbs)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed `hpo create`")
     ap.add_argument("--note", default="", help="free text kept in the JSON (e.g. the commit)")

@@ -2,8 +2,9 @@
 
 Workers run in their own sessions so that Ctrl-C reaches only this process, which forwards one
 SIGINT to each worker: each fails and re-queues its running trial and exits, leaving no trial
-RUNNING. The storage URL travels to workers in the environment, never on a command line where
-`ps` would show its password. If this process itself dies (SIGKILL, the OOM killer), each worker
+RUNNING. The storage URL travels to workers in the environment (through hpo.warm's pipe, for
+the workers started before the study existed), never on a command line where `ps` would show its
+password. If this process itself dies (SIGKILL, the OOM killer), each worker
 finishes and records the trial it is training, then exits (hpo.worker): nothing runs unattended.
 """
 
