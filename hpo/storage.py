@@ -92,9 +92,19 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
                            "HPO_STORAGE")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL is a property of the file: set once here so every later connection gets it.
-        with contextlib.closing(sqlite3.connect(path)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(1, FIRST_OPEN_ATTEMPTS + 1):
+            try:
+                # WAL is a property of the file: set once here so every later connection gets
+                # it. Changing the mode needs the file to itself, and a process racing to
+                # create the same new file (see FIRST_OPEN_ATTEMPTS) may hold it: "database
+                # is locked", at once, without SQLite's busy wait (seen once in CI).
+                with contextlib.closing(sqlite3.connect(path)) as con:
+                    con.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if attempt == FIRST_OPEN_ATTEMPTS or "locked" not in str(e):
+                    raise
+                time.sleep(random.uniform(0.02, 0.1) * attempt)
     except (OSError, sqlite3.Error) as e:
         raise StorageError(f"storage {mask(url)}: cannot create {path} "
                            f"({getattr(e, 'strerror', None) or e}); choose a writable place "

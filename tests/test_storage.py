@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,35 @@ def test_processes_racing_to_create_one_database_all_open_it(tmp_path: Path) -> 
                   p.returncode]
         assert not failed, failed
         open_storage(url, heartbeat=False).get_all_studies()  # complete: Optuna opens it
+
+
+def test_a_locked_new_file_is_waited_for_then_reported(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting WAL on a new file that a racer holds fails at once with "database is locked";
+    it is retried (CI once saw one of six racers give up on it), and reported only if it
+    lasts."""
+    import sqlite3
+
+    import hpo.storage
+
+    real, calls = sqlite3.connect, []
+
+    def locked_twice(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hpo.storage.sqlite3, "connect", locked_twice)
+    open_storage(f"sqlite:///{tmp_path / 'a.db'}", create=True, heartbeat=False)
+    assert len(calls) >= 3
+
+    def always_locked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(hpo.storage.sqlite3, "connect", always_locked)
+    with pytest.raises(StorageError, match=r"cannot create .*b\.db \(database is locked\)"):
+        open_storage(f"sqlite:///{tmp_path / 'b.db'}", create=True, heartbeat=False)
 
 
 @pytest.mark.parametrize(("url", "needle"), [
