@@ -42,9 +42,13 @@ class SearchOutcome:
     worker_errors: list[str]
 
 
+def worker_args(study_name: str, index: int, threads: int) -> list[str]:
+    """`hpo` arguments of worker `index`: a fresh process's or a warm one's (hpo.warm)."""
+    return ["worker", study_name, "--worker-index", str(index), "--threads", str(threads)]
+
+
 def worker_command(study_name: str, index: int, threads: int) -> list[str]:
-    return [sys.executable, "-m", "hpo", "worker", study_name, "--worker-index", str(index),
-            "--threads", str(threads)]
+    return [sys.executable, "-m", "hpo", *worker_args(study_name, index, threads)]
 
 
 def log_dir(url: str) -> Path:
@@ -82,15 +86,15 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
     try:
         for i in range(n):
             log = logs / f"{study_name}-worker-{i}.log"
-            command = worker_command(study_name, i, threads)
             with log.open("ab") as f:
                 # One header per run: several runs (and resumes) append to the same file.
                 f.write(f"==== hpo search {stamp}: worker {i} of {n}, study {study_name}, "
                         f"storage {mask(url)}, supervisor pid {os.getpid()} ====\n".encode())
                 f.flush()
-                p = warm.take(command[3:], environ, str(log)) or subprocess.Popen(
-                    command, env=environ, stdout=f, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
+                p = warm.take(worker_args(study_name, i, threads), environ, str(log)) or \
+                    subprocess.Popen(worker_command(study_name, i, threads), env=environ,
+                                     stdout=f, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
             procs.append((p, log))
     finally:
         warm.discard()  # any left over (fewer workers than prestarted) hold memory for nothing
