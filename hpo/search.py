@@ -70,6 +70,25 @@ def next_steps(study: str, storage: str | None) -> str:
     ])
 
 
+def log_paths(logs: Path, study_name: str, n: int) -> list[Path]:
+    return [logs / f"{study_name}-worker-{i}.log" for i in range(n)]
+
+
+def check_logs(logs: Path, study_name: str, n: int) -> None:
+    """Refuses, before the study is created, a log directory or file that cannot be written
+    (a file where the directory goes, a directory where a log goes); creates nothing."""
+    fix = "move it away or point --storage elsewhere"
+    if logs.exists() and not logs.is_dir():
+        raise HpoError(f"cannot create the log directory {logs}: a file is in the way; {fix}")
+    for path in log_paths(logs, study_name, n):
+        if path.exists() and not path.is_file():
+            raise HpoError(f"cannot write the worker log {path}: it is not a file; {fix}")
+    here = next((d for d in [logs, *logs.parents] if d.exists()), None)
+    if here is not None and not (here.is_dir() and os.access(here, os.W_OK | os.X_OK)):
+        what = "not writable" if here.is_dir() else "a file, not a directory"
+        raise HpoError(f"cannot create the log directory {logs}: {here} is {what}; {fix}")
+
+
 def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
                   timeout: float | None) -> list[tuple[subprocess.Popen[bytes], Path]]:
     try:
@@ -84,9 +103,8 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     procs = []
     try:
-        for i in range(n):
-            log = logs / f"{study_name}-worker-{i}.log"
-            with log.open("ab") as f:
+        for i, log in enumerate(log_paths(logs, study_name, n)):
+            with _open_log(log) as f:
                 # One header per run: several runs (and resumes) append to the same file.
                 f.write(f"==== hpo search {stamp}: worker {i} of {n}, study {study_name}, "
                         f"storage {mask(url)}, supervisor pid {os.getpid()} ====\n".encode())
@@ -99,6 +117,14 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
     finally:
         warm.discard()  # any left over (fewer workers than prestarted) hold memory for nothing
     return procs
+
+
+def _open_log(log: Path) -> Any:
+    try:
+        return log.open("ab")
+    except OSError as e:  # check_logs ran before the study was made; this is a race with it
+        raise HpoError(f"cannot write the worker log {log} ({e.strerror}); move it away or "
+                       "point --storage elsewhere") from e
 
 
 def _last_line(path: Path) -> str:

@@ -127,7 +127,10 @@ def undo_new_sqlite_file(url: str) -> Iterator[None]:
         yield
     except BaseException:
         for side in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{side}").unlink(missing_ok=True)
+            # OSError too: with a file where a parent directory goes (NotADirectoryError) the
+            # block's own one-line error is the one to show, not the clean-up's traceback.
+            with contextlib.suppress(OSError):
+                Path(f"{path}{side}").unlink(missing_ok=True)
         for d in missing:  # innermost first
             with contextlib.suppress(OSError):
                 d.rmdir()

@@ -315,3 +315,30 @@ def test_evaluate_reports_held_out_scores(tmp_path: Path,
         assert 0 < r["test_mean"] <= 100 and r["test_mean"] != r["val_mean"]
         assert r["test_std"] == 0 and r["seeds"] == 1
     assert str(rows[0]["number"]) in study.user_attrs["hpo:evaluation"]
+
+
+@pytest.mark.parametrize("blocker", ["logs", "logs/{name}-worker-1.log", "db-parent"])
+def test_an_unwritable_log_or_storage_path_is_one_line_and_makes_no_study(
+        blocker: str, tmp_path: Path, study_file: Callable[..., Path]) -> None:
+    """A file where the log directory goes, a directory where a worker's log goes, a file
+    where the database's directory goes: refused before the study is created (the second once
+    ended in a traceback after it had been; the third in the clean-up's own traceback)."""
+    path = study_file(trials=2)
+    name = load_study_file(path).name
+    db = tmp_path / "d" / "hpo.db"
+    db.parent.mkdir()
+    if blocker == "db-parent":
+        (tmp_path / "f").write_text("x")
+        db = tmp_path / "f" / "hpo.db"
+    elif blocker == "logs":
+        (db.parent / "logs").write_text("x")
+    else:
+        (db.parent / blocker.format(name=name)).mkdir(parents=True)
+    for command in (["search", str(path), "--workers", "2"], ["create", str(path)]):
+        if command[0] == "create" and blocker != "db-parent":
+            continue  # create writes no logs
+        code, out, err = cli(*command, "--storage", f"sqlite:///{db}")
+        assert code == 2, (out, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert str(db.parent if blocker == "db-parent" else db.parent / "logs") in err, err
+        assert not db.exists()

@@ -30,7 +30,7 @@ from hpo.cli.common import (
 from hpo.env import resolve_url
 from hpo.queries import best_trials, trial_record
 from hpo.records import trials_table
-from hpo.search import log_dir, next_steps, supervise
+from hpo.search import check_logs, log_dir, next_steps, supervise
 from hpo.spec import StudySpec
 from hpo.storage import mask, open_storage, undo_new_sqlite_file
 from hpo.study import Creation, ensure_study
@@ -76,6 +76,7 @@ def search(
     """Run a parallel search: create the study once, start workers, show progress."""
     spec = load_study_file(study_file)  # every check that needs no storage comes first
     workers, capped = resources.worker_cap(workers, memory_estimate(spec).bytes)
+    check_logs(log_dir(resolve_url(storage)), spec.name, workers)  # before the study is made
     url, c = _create(spec, storage, trials)
     if capped:
         warn(capped)
