@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpo.errors import HpoError
+
 # Share of the machine's memory one process may plan to use; the rest is the OS, the database,
 # other workers and the estimate's own error.
 PROCESS_SHARE = 0.5
@@ -99,6 +101,22 @@ def too_big(e: Estimate) -> str:
     """The sentence an error uses for an estimate that does not fit."""
     return (f"needs about {human(e.bytes)} of memory (estimate), more than "
             f"{PROCESS_SHARE:.0%} of this machine's {human(machine_memory())}")
+
+
+THREAD_STACK_BYTES = 8 * 2**20  # what each thread reserves for its stack (Linux's default)
+
+
+def check_threads(workers: int, threads: int) -> None:
+    """Refuses workers x torch threads whose stacks alone would not fit in memory (the long
+    property run drew `--workers 13 --threads 232`: 3,016 threads, 24 GB of stacks)."""
+    total = workers * threads
+    fits = math.floor(0.9 * available_memory() / THREAD_STACK_BYTES)
+    if total > fits:
+        raise HpoError(
+            f"--threads {threads} with {workers} worker(s): {total} torch threads, whose stacks "
+            f"alone need {human(total * THREAD_STACK_BYTES)}, more than this machine's "
+            f"{human(available_memory())} available; use at most {max(1, fits // workers)} "
+            f"threads per worker (one per core is usual)")
 
 
 def worker_cap(requested: int, per_worker_extra: int) -> tuple[int, str | None]:

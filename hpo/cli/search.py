@@ -76,6 +76,7 @@ def search(
     """Run a parallel search: create the study once, start workers, show progress."""
     spec = load_study_file(study_file)  # every check that needs no storage comes first
     workers, capped = resources.worker_cap(workers, memory_estimate(spec).bytes)
+    resources.check_threads(workers, threads_or_env(threads))
     check_logs(log_dir(resolve_url(storage)), spec.name, workers)  # before the study is made
     url, c = _create(spec, storage, trials)
     if capped:
