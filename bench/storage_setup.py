@@ -185,8 +185,10 @@ def sqlite_synchronous(mode: str) -> None:
 # --- objectives (run_worker's run_trial) ---------------------------------------------------------
 
 def noop_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
-               call: Callable[..., Any]) -> objective.Outcome:
-    """Suggests the study's parameters (TPE's work and a storage write each) and returns."""
+               call: Callable[..., Any], stop: Callable[[], None] | None = None
+               ) -> objective.Outcome:
+    """Suggests the study's parameters (TPE's work and a storage write each) and returns
+    (no epochs, so nothing for `stop` to end between)."""
     params = {p.name: objective.suggest(trial, p) for p in spec.space}
     value = 50.0 - abs(math.log(params["hidden_size"] / 40)) - abs(params["shift"] - 10) / 10
     return objective.Outcome(TrialState.COMPLETE, [value], "no-op")

@@ -134,9 +134,11 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any], call: Callable[..
 
 
 def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
-              call: Callable[..., Any], trainer: Callable[..., TrainResult] = train) -> Outcome:
+              call: Callable[..., Any], trainer: Callable[..., TrainResult] = train,
+              stop: Callable[[], None] | None = None) -> Outcome:
     """Trains and scores one trial. `call(fn, what)` wraps each storage access (retries);
-    `trainer` stands in for hpo.train.train (bench/storage.py: an instant one)."""
+    `trainer` stands in for hpo.train.train (bench/storage.py: an instant one); `stop()` runs
+    after every epoch of every seed and raises to end the trial (the worker's Ctrl-C check)."""
     params = {p.name: suggest(trial, p) for p in spec.space}
     data = datasource.source_of(spec, params)
     train_split, val = (datasource.model_split(data, s, trial.study.study_name)
@@ -158,7 +160,12 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     prune_at = pruning_marks(spec, marks.values())
     curve: list[float] = []
 
+    def checkpoint(_: EpochReport) -> None:
+        if stop is not None:
+            stop()
+
     def on_epoch(r: EpochReport) -> None:
+        checkpoint(r)
         curve.append(round(r.val_removed, 3))
         pct = marks.get(r.epoch)
         if pct is None or not report:
@@ -173,7 +180,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     try:
         for r, seed in enumerate(seeds):
             cfg = spec.train_config(params, seed, threads)
-            res = fit(cfg, train_split, val, on_epoch if r == 0 else None, trainer,
+            res = fit(cfg, train_split, val, on_epoch if r == 0 else checkpoint, trainer,
                       datasource.fresh_of(data))
             results.append(res)
             if res.status == "diverged":

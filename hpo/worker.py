@@ -54,6 +54,12 @@ class _StopRequests:
     fails and re-queues it); anywhere else it is only recorded, and the worker stops at its next
     safe point. A second signal raises at once: the user insists, and a trial caught in between
     is still recovered later through its heartbeat.
+
+    A raise can be lost: landing in a weakref callback or `__del__` (the garbage collector runs
+    them anywhere; SQLAlchemy's class registry has one), Python prints "Exception ignored" and
+    goes on. So the trial also calls `check` after every epoch (run_trial's `stop`), and a lost
+    interrupt still ends it one epoch later instead of letting it train to the end (CI saw both
+    workers of a Ctrl-C'd search complete their trials).
     """
 
     def __init__(self) -> None:
@@ -62,6 +68,7 @@ class _StopRequests:
     def reset(self) -> None:
         self.count = 0
         self.in_trial = False
+        self.requeued: int | None = None  # the trial number this worker failed and re-queued
 
     def __call__(self, signum: int, frame: Any) -> None:
         self.count += 1
@@ -246,7 +253,7 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
              trial: optuna.Trial, threads: int, me: str, job: RunTrial) -> TrialState:
     try:
         with STOP.trial():
-            outcome = job(spec, trial, threads=threads, host=me, call=retry)
+            outcome = job(spec, trial, threads=threads, host=me, call=retry, stop=STOP.check)
     except KeyboardInterrupt:
         # Failed and re-queued under the budget lock, for the reason fail_stale gives.
         with budget_lock(storage, study.study_name):
@@ -255,6 +262,7 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
                 frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
                     optuna_api.trial_id(trial)), "read the trial")
                 retry(lambda: requeue(study, frozen), "re-queue the interrupted trial")
+                STOP.requeued = trial.number
         raise
     except STORAGE_ERRORS:
         raise

@@ -149,3 +149,51 @@ def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
     assert in_gap == [False], "a claim ran between the FAIL and the re-queue"
     (trial,) = claimed
     assert trial is not None and trial.user_attrs[RETRY_OF_ATTR] == victim.number
+
+
+def test_an_interrupt_lost_in_a_weakref_callback_still_ends_the_trial_at_the_next_epoch(
+        tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's SIGINT handler raises KeyboardInterrupt where the signal lands. In a weakref
+    callback (the garbage collector runs SQLAlchemy's anywhere) Python prints "Exception
+    ignored" and trains on: in CI both workers of a Ctrl-C'd search completed their trials.
+    The epoch check behind it fails and re-queues the trial one epoch later."""
+    import functools
+    import weakref
+
+    from hpo import objective
+    from hpo.train import train
+
+    monkeypatch.setenv("HPO_ARTIFACTS", "none")
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    spec = load_study_file(study_file(trials=2, space={
+        "hidden_size": {"type": "int", "low": 4, "high": 4},
+        "epochs": {"type": "int", "low": 30, "high": 30}}))
+    create_study(spec, open_storage(url, create=True))
+    epochs: list[int] = []
+    ignored: list[str] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: ignored.append(type(u.exc_value).__name__))
+
+    class Thing:
+        pass
+
+    def lossy(cfg: Any, tr: Any, val: Any, on_epoch: Any, **kw: Any) -> Any:
+        def watch(r: Any) -> Any:
+            epochs.append(r.epoch)
+            if r.epoch == 3:  # Ctrl-C arrives while the collector runs a weakref callback
+                thing = Thing()
+                ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+                del thing
+                assert ref() is None and ignored == ["KeyboardInterrupt"]  # lost, as in CI
+            return on_epoch(r)
+        return train(cfg, tr, val, watch, **kw)
+
+    with pytest.raises(KeyboardInterrupt):
+        hpo.worker.run_worker(url, spec.name, worker_index=0,
+                              run_trial=functools.partial(objective.run_trial, trainer=lossy))
+    assert epochs == [1, 2, 3]  # ended at the check right after the lost interrupt
+    assert hpo.worker.STOP.requeued == 0
+    study, _ = load(spec.name, open_storage(url, heartbeat=False))
+    states = [(t.number, t.state) for t in study.trials]
+    assert states == [(0, TrialState.FAIL), (1, TrialState.WAITING)]
+    assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
+    assert study.trials[1].params == study.trials[0].params

@@ -113,14 +113,16 @@ def worker(
     """Join an existing study from any machine; stop when its budget is reached."""
     import logging
 
-    from hpo.worker import run_worker  # torch: only a worker trains
+    from hpo.worker import STOP, run_worker  # torch: only a worker trains
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         s = run_worker(resolve_url(storage), study, worker_index=worker_index,
                        threads=threads_or_env(threads))
     except KeyboardInterrupt:
-        err.print("worker interrupted; its running trial was failed and re-queued")
+        err.print("worker interrupted; " + (
+            f"its running trial {STOP.requeued} was failed and its parameters re-queued"
+            if STOP.requeued is not None else "no trial of its own was left unfinished"))
         raise typer.Exit(130) from None
     typer.echo(f"worker done: {s.completed} complete, {s.pruned} pruned, {s.failed} failed"
                + ("; stopped because its `hpo search` is gone" if s.interrupted else ""))
