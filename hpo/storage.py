@@ -42,9 +42,14 @@ DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
 def mask(url: str) -> str:
     """The URL with any password replaced by ***: safe to print and log."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        u = make_url(url)
     except (ArgumentError, ValueError):
         return "<unparseable storage URL>"
+    if u.host and "@" in u.host:
+        # An unencoded '@' in the password: SQLAlchemy splits at the first '@', so the rest of
+        # the password would be shown as part of the host.
+        u = u.set(host=u.host.rsplit("@", 1)[1], password="-")
+    return u.render_as_string(hide_password=True)
 
 
 def parse(url: str) -> URL:
@@ -58,6 +63,9 @@ def parse(url: str) -> URL:
         raise StorageError(f"storage URL {mask(url)}: unsupported database "
                            f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql "
                            "(--storage or HPO_STORAGE)")
+    if u.host and "@" in u.host:
+        raise StorageError(f"storage URL {mask(url)}: its user or password holds an unencoded "
+                           "'@'; write it as %40 (--storage or HPO_STORAGE)")
     if u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:"):
         # An in-memory database dies with the process: no worker could ever join it.
         raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give a "

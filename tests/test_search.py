@@ -143,6 +143,22 @@ def test_search_resumes_toward_a_larger_budget(
     assert len(states(url, name)) == 6
 
 
+def test_a_timeout_before_the_budget_says_so_and_the_rerun_continues(
+        tmp_path: Path, study_file: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    path = study_file(trials=3)
+    name = load_study_file(path).name
+    code, out, err = cli("search", str(path), "--workers", "1", "--storage", url,
+                         "--timeout", "0")
+    assert code == 0, err
+    assert "0/3 trials finished" in out
+    assert "--timeout 0 s reached before the budget: run the same command again" in out
+    assert states(url, name) == []
+    code, out, err = cli("search", str(path), "--workers", "1", "--storage", url)
+    assert code == 0, err
+    assert "3/3 trials finished" in out and "reached before the budget" not in out
+
+
 def test_sigint_leaves_nothing_running_and_the_rerun_completes(
         tmp_path: Path, study_file: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'i.db'}"

@@ -26,6 +26,7 @@ from searchprocs import cmdline, hpo_env, running_search, wait_until, worker_log
 from typer.testing import CliRunner
 
 from hpo.cli import app
+from hpo.errors import StorageError
 from hpo.storage import mask, open_storage, parse
 from hpo.study import create_study
 from hpo.studyfile import load_study_file
@@ -112,6 +113,16 @@ def test_mask_hides_every_password_form() -> None:
         assert "p%40ss-w0rd" not in shown and "p@ss-w0rd" not in shown
         assert "u:***@db" in shown
     assert "s3cret" not in mask("postgresql://u:s3cret@db:notaport/hpo")  # unparseable: hidden
+    # An '@' left unencoded: SQLAlchemy splits at the first one and took "ss-w0rd@db" for a host.
+    assert mask("postgresql://u:p@ss-w0rd@db:5432/hpo") == "postgresql://u:***@db:5432/hpo"
+    assert mask("mysql://u:a@b@c@db/hpo") == "mysql://u:***@db/hpo"
+
+
+def test_an_unencoded_at_sign_in_the_password_is_refused_in_one_line() -> None:
+    with pytest.raises(StorageError, match="unencoded '@'; write it as %40") as e:
+        parse("postgresql://u:p@ss-w0rd@db/hpo")
+    assert "ss-w0rd" not in str(e.value) and "u:***@db/hpo" in str(e.value)
+    assert parse("postgresql://u:p%40ss-w0rd@db/hpo").password == "p@ss-w0rd"
 
 
 def listening_addresses(port: int) -> list[str]:

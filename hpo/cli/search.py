@@ -96,6 +96,10 @@ def search(
         raise typer.Exit(130)
     if outcome.worker_errors:
         raise typer.Exit(1)
+    if timeout is not None and outcome.finished < outcome.budget:
+        # The budget was not met because the user asked so: say it, and how to go on.
+        typer.echo(f"--timeout {timeout:g} s reached before the budget: run the same command "
+                   "again (without --timeout, or with a longer one) to continue")
     if records:
         typer.echo(next_steps(c.study.study_name, storage))
 
