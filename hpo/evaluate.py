@@ -17,10 +17,10 @@ from typing import Any
 import optuna
 
 from hpo.attrs import RESCORE_ATTR
-from hpo.data import SPLITS, DataConfig
-from hpo.datasource import model_split, source_of
+from hpo.data import DataConfig
+from hpo.datasource import source_of
 from hpo.errors import HpoError
-from hpo.objective import check_data, fit, score_on
+from hpo.objective import check_data, fit_source, held_out_score
 from hpo.queries import best_trials
 from hpo.spec import StudySpec
 from hpo.study import trial_seed
@@ -43,9 +43,9 @@ def run_job(job: Job) -> dict[str, float]:
     data = source_of(job.spec, job.params)
     if job.val_curves is not None and isinstance(data, DataConfig):
         data = dataclasses.replace(data, n_val=job.val_curves)
-    tr, val, test_split = (model_split(data, s, job.study) for s in SPLITS)
-    result = fit(job.spec.train_config(job.params, job.seed, job.threads), tr, val)
-    test = score_on(result.model, test_split) if result.status != "diverged" else 0
+    result = fit_source(job.spec.train_config(job.params, job.seed, job.threads), data,
+                        study=job.study)
+    test = held_out_score(result, data, job.study)
     return {"val": result.val_removed, "test": test, "seconds": result.seconds,
             "cpu_seconds": result.cpu_seconds}
 

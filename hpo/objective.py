@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from hpo import datasource, optuna_api, timing
 from hpo.config import TrainConfig
-from hpo.data import SPLITS, DataConfig, Split, make_split
+from hpo.data import DataConfig, Split, make_split
 from hpo.datafile import STUDY_KEYS, Keys
 from hpo.datasource import ModelSplit
 from hpo.model import Denoiser
@@ -81,14 +81,31 @@ def score_on(model: Denoiser, split: ModelSplit) -> float:
     return split.score(predict(model, split.model.noisy))
 
 
+def fit_source(cfg: TrainConfig, source: datasource.Source, *, study: str | None = None,
+               keys: Keys = STUDY_KEYS, on_epoch: EpochCallback | None = None,
+               trainer: Callable[..., TrainResult] = train) -> TrainResult:
+    """How every model of a study's data trains: a search's trial, `hpo evaluate`, `rescore`,
+    `replay` and `hpo train` all come here, so each takes its splits and, with fresh = true,
+    each later epoch's new training curves from the same source."""
+    train_split, val = (datasource.model_split(source, s, study, keys) for s in ("train", "val"))
+    return fit(cfg, train_split, val, on_epoch, trainer, datasource.fresh_of(source))
+
+
+def held_out_score(result: TrainResult, source: datasource.Source, study: str | None = None,
+               keys: Keys = STUDY_KEYS) -> float:
+    """The held-out test score of a trained model (0 when it diverged)."""
+    if result.status == "diverged":
+        return 0.0
+    return score_on(result.model, datasource.model_split(source, "test", study, keys))
+
+
 def train_and_test(cfg: TrainConfig, source: datasource.Source,
                    on_epoch: EpochCallback | None = None, *,
                    keys: Keys = STUDY_KEYS) -> tuple[TrainResult, float]:
     """One model outside any study (`hpo train`): trained, then scored on the held-out test
     split (0 when it diverged). `keys` name the settings in a data file's messages."""
-    tr, val, test = (datasource.model_split(source, s, None, keys) for s in SPLITS)
-    result = fit(cfg, tr, val, on_epoch, fresh=datasource.fresh_of(source))
-    return result, score_on(result.model, test) if result.status != "diverged" else 0.0
+    result = fit_source(cfg, source, keys=keys, on_epoch=on_epoch)
+    return result, held_out_score(result, source, keys=keys)
 
 
 def suggest(trial: optuna.Trial, p: Param) -> Any:
@@ -141,8 +158,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     after every epoch of every seed and raises to end the trial (the worker's Ctrl-C check)."""
     params = {p.name: suggest(trial, p) for p in spec.space}
     data = datasource.source_of(spec, params)
-    train_split, val = (datasource.model_split(data, s, trial.study.study_name)
-                        for s in ("train", "val"))
+    study = trial.study.study_name
+    val = datasource.model_split(data, "val", study)  # the same split fit_source scores on
     seeds = [trial_seed(spec, trial.number, r) for r in range(spec.repeats)]
     # Intermediate values are validation scores: they only mean something (to the pruner and
     # the dashboard) when that is the one objective.
@@ -180,8 +197,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     try:
         for r, seed in enumerate(seeds):
             cfg = spec.train_config(params, seed, threads)
-            res = fit(cfg, train_split, val, on_epoch if r == 0 else checkpoint, trainer,
-                      datasource.fresh_of(data))
+            res = fit_source(cfg, data, study=study, on_epoch=on_epoch if r == 0 else checkpoint,
+                             trainer=trainer)
             results.append(res)
             if res.status == "diverged":
                 break
