@@ -4,7 +4,7 @@
                           [--lr 0.01] [--batch 20] [--json]
 
 Each seed trains the same configuration twice, through the path `hpo train` takes
-(hpo.objective.train_and_test): once on the fixed `--train` curves every epoch (the exercise's
+(hpo.task.fit.train_and_test): once on the fixed `--train` curves every epoch (the exercise's
 way), once with `fresh` curves (a new set of `--train` curves every epoch after the first). Both
 see the same number of curves per epoch, so the compute is equal; both are scored on the same
 1,000 held-out test curves. Printed: test % per seed and mode, the means, and the difference.
@@ -19,9 +19,9 @@ import statistics
 import time
 from typing import Any
 
-from hpo.data import DataConfig
-from hpo.objective import train_and_test
-from hpo.train import TrainConfig
+from hpo.task.config import TrainConfig
+from hpo.task.curves import DataConfig
+from hpo.task.fit import train_and_test
 
 
 def run(hidden: int, shift: int, epochs: int, n_train: int, lr: float, batch: int, seed: int,

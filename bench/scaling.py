@@ -52,8 +52,8 @@ import sqlalchemy
 import tomli_w
 from sqlalchemy.engine import URL, make_url
 
-from hpo.storage import open_storage
-from hpo.study import counts, load
+from hpo.store.engines import open_storage
+from hpo.store.studies import counts, load
 
 TARGET_SPEEDUP = 1.8
 REAL_WORKERS = (1, 2)

@@ -5,7 +5,7 @@
 
 Every search runs the mission's study (studies/noise_removal.toml: hidden size 8-128 log, shift
 0-30, epochs; TPE with 10 start-up trials; median pruner, 8 start-up trials, 30 % warm-up) through
-hpo.objective.run_trial, the code every worker runs, on the protocol's 200 training and 50
+hpo.run.objective.run_trial, the code every worker runs, on the protocol's 200 training and 50
 validation curves. Each search is one process with an in-memory Optuna study: no storage overhead,
 so only the samplers and the pruner differ. Compute is counted in epochs trained (a trial's
 `epochs_run` user attr, times its repeats when it completes); every search gets the same epoch
@@ -55,9 +55,9 @@ def log(msg: str) -> None:
 
 
 def make_spec(method: str, seed: int, args: argparse.Namespace) -> Any:
-    from hpo.spec import Param
-    from hpo.strategies import PrunerSpec, SamplerSpec
-    from hpo.studyfile import load_study_file
+    from hpo.study.parse import load_study_file
+    from hpo.study.spec import Param
+    from hpo.study.strategies import PrunerSpec, SamplerSpec
 
     spec = load_study_file(ROOT / "studies" / "noise_removal.toml")
     space = tuple(
@@ -76,8 +76,8 @@ def run_search(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
     os.environ["HPO_ARTIFACTS"] = "none"  # no pictures or model files for benchmark trials
     import optuna
 
-    from hpo.objective import run_trial
-    from hpo.study import make_pruner, make_sampler
+    from hpo.run.objective import run_trial
+    from hpo.store.studies import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = make_spec(method, seed, args)
@@ -241,8 +241,9 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], args: argparse.Nam
 def calibrate() -> tuple[float, float]:
     """(wall, CPU) seconds per epoch of an H=40 model here and now (5 epochs after a warm-up).
     CPU seconds are what an idle core would take; wall seconds what this machine takes now."""
-    from hpo.data import DataConfig, make_split
-    from hpo.train import TrainConfig, train
+    from hpo.task.config import TrainConfig
+    from hpo.task.curves import DataConfig, make_split
+    from hpo.task.train import train
 
     data = DataConfig()
     tr, va = make_split(data, "train"), make_split(data, "val")

@@ -3,9 +3,9 @@
     python bench/storage.py [--quick] [--sections throughput queries overhead real]
                             [--backends sqlite postgresql] [--postgres-url URL] [--json PATH]
 
-Four sections, every one through hpo's own code paths (hpo.worker.run_worker, the `hpo` CLI):
+Four sections, every one through hpo's own code paths (hpo.run.worker.run_worker, the `hpo` CLI):
 
-* throughput: trials per second of hpo.worker.run_worker with a no-op objective (it suggests the
+* throughput: trials per second of hpo.run.worker.run_worker with a no-op objective (it suggests the
   mission's three parameters and returns at once) in a study that already holds 1,000 or 10,000
   trials, on SQLite and PostgreSQL, with 1 and 4 worker processes. Each run adds --window trials.
   The rate is measured in the steady state, while every worker is running trials: from the moment
@@ -27,9 +27,9 @@ Four sections, every one through hpo's own code paths (hpo.worker.run_worker, th
   last table projects that share to studies of 1,000 and 10,000 trials.
 
 overhead and real run two variants: `default` (hpo as shipped) and `synchronous=NORMAL` (SQLite
-told to sync its file at checkpoints rather than at every commit: a proposal for hpo.storage,
-measured here). Times come from hpo.timing, the package's own hook: every storage call, every
-suggestion and every heartbeat is reported by kind (hpo.timing's constants) in wall seconds and
+told to sync its file at checkpoints rather than at every commit: a proposal for hpo.store.engines,
+measured here). Times come from hpo.run.timing, the package's own hook: every storage call, every
+suggestion and every heartbeat is reported by kind (hpo.run.timing's constants) in wall seconds and
 in CPU seconds of the calling thread; on SQLite the database work runs in that thread, and on a
 shared machine CPU seconds stay close to what an idle core would take where wall seconds do not.
 "heartbeats" is all the heartbeat thread does (its beats and its own stale-trial checks), beside
@@ -77,8 +77,8 @@ from storage_setup import (
     steady_rate,
 )
 
-from hpo import timing
-from hpo.storage import open_storage
+from hpo.run import timing
+from hpo.store.engines import open_storage
 
 Row = dict[str, Any]
 DEFAULT_PG = os.environ.get("HPO_TEST_POSTGRES_URL",

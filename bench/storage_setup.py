@@ -1,9 +1,9 @@
 """Studies and instrumented workers for bench/storage.py (its docstring says what is measured).
 
 * Studies: the mission's study file, with a history of finished trials bulk-written into Optuna's
-  own tables and shaped by hpo.objective's own helpers, so that they look like today's trials.
-* Workers: spawned processes running hpo.worker.run_worker with one of three objectives (`noop`,
-  `instant`, `real`), each timing every kind of call through hpo.timing.observe.
+  own tables and shaped by hpo.run.objective's own helpers, so that they look like today's trials.
+* Workers: spawned processes running hpo.run.worker.run_worker with one of three objectives (`noop`,
+  `instant`, `real`), each timing every kind of call through hpo.run.timing.observe.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from hpo import objective, timing
-from hpo.config import TrainConfig
-from hpo.data import Split
-from hpo.model import Denoiser
-from hpo.spec import Param, StudySpec
-from hpo.storage import open_storage
-from hpo.study import create_study
-from hpo.studyfile import distribution, load_study_file
-from hpo.train import EpochCallback, EpochReport, TrainResult
-from hpo.worker import run_worker
+from hpo.run import objective, timing
+from hpo.run.worker import run_worker
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study
+from hpo.study.construct import distribution
+from hpo.study.parse import load_study_file
+from hpo.study.spec import Param, StudySpec
+from hpo.task.config import TrainConfig
+from hpo.task.curves import Split
+from hpo.task.model import Denoiser
+from hpo.task.train import EpochCallback, EpochReport, TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +99,8 @@ def _draw(rng: np.random.Generator, p: Param) -> int:
 def prefill(url: str, study_id: int, spec: StudySpec, n: int, *, seed: int = 0,
             level: float = 40.0) -> None:
     """Adds n finished trials (60 % complete, 40 % pruned between 30 and 70 % of their schedule)
-    in one transaction. Intermediate values sit at hpo.objective.progress_steps' marks and the
-    curves are hpo.objective.compact_curve's; `level` is the lowest final score, and scores
+    in one transaction. Intermediate values sit at hpo.run.objective.progress_steps' marks and the
+    curves are hpo.run.objective.compact_curve's; `level` is the lowest final score, and scores
     spread 15 points above it. Creating them through Optuna one by one would take minutes."""
     if n <= 0:
         return
@@ -196,7 +197,7 @@ def noop_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
 
 def instant_train(cfg: TrainConfig, train_split: Split, val_split: Split,
                   on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Stands in for hpo.train.train: no training, but the callback sees every epoch with a
+    """Stands in for hpo.task.train.train: no training, but the callback sees every epoch with a
     plausible score, and the result carries a real (untrained) model for the objective to score."""
     torch.set_num_threads(cfg.threads)  # as train() does: the model still predicts
     curve = [60.0 * (1 - math.exp(-5 * e / cfg.epochs)) for e in range(1, cfg.epochs + 1)]
@@ -209,7 +210,7 @@ def instant_train(cfg: TrainConfig, train_split: Split, val_split: Split,
 
 
 def real_trial(spec: StudySpec, trial: optuna.Trial, **kw: Any) -> objective.Outcome:
-    """hpo.objective.run_trial, after paying TPE's multivariate sampling (timed as sampling):
+    """hpo.run.objective.run_trial, after paying TPE's multivariate sampling (timed as sampling):
     Optuna skips it for enqueued parameters, and a searched trial pays it at its first suggest;
     the sampled values are not used."""
     with timing.timed(timing.SAMPLING):
@@ -225,11 +226,11 @@ OBJECTIVES: dict[str, Callable[..., objective.Outcome]] = {
 # --- worker processes ----------------------------------------------------------------------------
 
 class Clock:
-    """An hpo.timing observer: wall and thread-CPU seconds and calls per kind, summed in this
+    """An hpo.run.timing observer: wall and thread-CPU seconds and calls per kind, summed in this
     process (the heartbeat thread reports too, hence the lock), and when each tell ended.
 
     Whatever runs off the worker's main thread is the heartbeat thread's: its beats and its
-    own stale-trial checks (hpo.worker.heartbeat) are counted as heartbeats, work beside the
+    own stale-trial checks (hpo.run.worker.heartbeat) are counted as heartbeats, work beside the
     trial, so that "fail-stale check" stays the one the worker makes before each claim."""
 
     def __init__(self) -> None:

@@ -1,14 +1,15 @@
-"""Training speed of hpo.train against the per-time-step LSTMCell loop the exercise usually uses.
+"""Training speed of hpo.task.train against the per-time-step LSTMCell loop the exercise usually
+uses.
 
     python bench/train_speed.py [--epochs-timed N] [--hidden 20 40 80] [--json] [--profile]
 
 Both sides run the protocol's defaults (200 training curves, batches of 10 in order, Adam at
 lr 0.01 with cosine annealing, MSE, shift 10) on one torch thread, each with its per-epoch
-validation on the 50 validation curves, because hpo.train.train always validates. The first
+validation on the 50 validation curves, because hpo.task.train.train always validates. The first
 epoch of each run is a warm-up; the median of the next N epochs is reported (it shrugs off a
 neighbour's burst of load better than the mean), in CPU time, with the wall-time ratio beside it.
 With --profile, a 20-epoch run at H=40 is split into phases, then torch.profiler lists top ops.
-Then one full trial (H=40, S=10, 100 epochs, hpo.train.train_on_data) runs in a subprocess of
+Then one full trial (H=40, S=10, 100 epochs, hpo.task.train.train_on_data) runs in a subprocess of
 its own, so that its peak RSS is not mixed with this process's LSTMCell runs.
 """
 
@@ -31,19 +32,23 @@ import torch
 from torch import nn
 from torch.optim import optimizer as optim_hooks
 
-from hpo.data import DataConfig, Split, make_split
-from hpo.model import Denoiser
-from hpo.train import TrainConfig, as_tensor, percent_removed, set_seed, train, train_on_data
+from hpo.task.config import TrainConfig
+from hpo.task.curves import DataConfig, Split, make_split
+from hpo.task.metric import percent_removed
+from hpo.task.model import Denoiser
+from hpo.task.train import as_tensor, set_seed, train, train_on_data
 
 # Epochs are timed in CPU time of this process (with one thread: the work done), because on a
 # shared machine wall time also counts the time other jobs held the core; wall is kept as well.
 clock = time.process_time
-TARGET_RATIO = 4.0  # issue 2: hpo.train must be at least 4x faster per epoch than the cell loop
+# Issue 2: hpo.task.train must be at least 4x faster per epoch than the cell loop.
+TARGET_RATIO = 4.0
 SHIFT = 10
 
 
 class CellDenoiser(nn.Module):
-    """The exercise's usual solution: same math as hpo.model.Denoiser, one Python step per time."""
+    """The exercise's usual solution: same math as hpo.task.model.Denoiser, one Python step per
+    time."""
 
     def __init__(self, hidden_size: int, shift: int) -> None:
         super().__init__()
@@ -81,7 +86,7 @@ def check_same_math(hidden: int, x: torch.Tensor) -> None:
 
 
 def reference_epochs(hidden: int, epochs: int, tr: Split, va: Split) -> list[tuple[float, float]]:
-    """Trains CellDenoiser like hpo.train.train does; returns the end time of every epoch."""
+    """Trains CellDenoiser like hpo.task.train.train does; returns the end time of every epoch."""
     set_seed(0)
     model = CellDenoiser(hidden, SHIFT)
     cpu = torch.device("cpu")
@@ -141,9 +146,9 @@ def run_trial_subprocess() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def phase_timers(totals: dict[str, float]) -> Iterator[None]:
-    """Times the phases of hpo.train.train by wrapping what it calls; CPU ops are synchronous,
+    """Times the phases of hpo.task.train.train by wrapping what it calls; CPU ops are synchronous,
     so a clock read around each call is exact, and a wrapper costs ~1 us against ~ms phases."""
-    import hpo.train as ht
+    import hpo.task.train as ht
 
     def timed(key: str, fn: Callable[..., Any], only_with_grad: bool = False) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -183,7 +188,7 @@ def phase_timers(totals: dict[str, float]) -> Iterator[None]:
 
 
 def profile(tr: Split, va: Split, epochs: int = 20) -> dict[str, float]:
-    """ms/epoch of each phase of hpo.train.train at H=40; "other" is what no wrapper covers."""
+    """ms/epoch of each phase of hpo.task.train.train at H=40; "other" is what no wrapper covers."""
     project_epochs(40, 2, tr, va)  # warm-up: first-call allocations and oneDNN primitive setup
     totals: dict[str, float] = defaultdict(float)
     with phase_timers(totals):
@@ -196,7 +201,7 @@ def profile(tr: Split, va: Split, epochs: int = 20) -> dict[str, float]:
 
 
 def print_profile(phases: dict[str, float], tr: Split, va: Split) -> None:
-    print(f"\nWhere a trial's time goes (hpo.train.train, H=40, S={SHIFT}, 20 epochs):")
+    print(f"\nWhere a trial's time goes (hpo.task.train.train, H=40, S={SHIFT}, 20 epochs):")
     for key, ms in phases.items():
         print(f"  {key:38s} {ms:7.1f} ms/epoch  {100 * ms / phases['total']:5.1f} %")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

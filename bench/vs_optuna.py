@@ -6,7 +6,7 @@
 
 Both sides train exactly the same N configurations (default 12: hidden 16-40, shift 0-10,
 20-60 epochs, drawn once from a fixed seed; no pruning) on the protocol's data (data seed 0,
-200 training and 50 validation curves) with the same training function, `hpo.train.train`, on
+200 training and 50 validation curves) with the same training function, `hpo.task.train.train`, on
 one torch thread per process, two processes sharing one SQLite study:
 
 * **hpo**: the real command, as a user runs it: `hpo search STUDY.toml --workers W` (the
@@ -18,7 +18,8 @@ one torch thread per process, two processes sharing one SQLite study:
   once (SQLite in WAL mode), then starts W worker processes (`--role optuna-worker`), each calling
   `study.optimize(objective)` with `MaxTrialsCallback(N)` as the shared budget. A five-line
   sampler gives trial k configuration k (trial numbers are unique across processes), the
-  objective suggests the three parameters, trains with `hpo.train.train` on `hpo.data.make_split`
+  objective suggests the three parameters, trains with `hpo.task.train.train` on
+  `hpo.task.curves.make_split`
   curves and returns the validation score; training seeds follow hpo's formula, so both sides
   train the very same models. A process that creates a trial past N (a race on the last one)
   prunes it at once without training (counted as `extra`). Enqueuing the configurations
@@ -149,8 +150,9 @@ def optuna_worker(url: str, name: str, cfgs: list[dict[str, int]], out_dir: Path
     """One process of the plain script: study.optimize until N trials exist."""
     import torch
 
-    from hpo.data import DataConfig, make_split
-    from hpo.train import TrainConfig, train
+    from hpo.task.config import TrainConfig
+    from hpo.task.curves import DataConfig, make_split
+    from hpo.task.train import train
 
     torch.set_num_threads(1)
     data = DataConfig(seed=DATA["seed"], n_train=DATA["train"], n_val=DATA["val"],

@@ -15,12 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.errors import HpoError, undecodable
-
-
-class EnvError(HpoError):
-    """An environment variable whose value cannot be used."""
-
+from hpo.errors import EnvError, undecodable
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([smh]?)\s*$")

@@ -1,5 +1,5 @@
-"""A small base of exceptions: every user mistake is an HpoError whose message is one line
-naming the file, field or flag and the fix. The CLI prints it and exits non-zero; anything
+"""Every exception hpo raises for a user mistake: an HpoError whose message is one line naming
+the file, field, flag or variable and the fix. The CLI prints it and exits non-zero; anything
 else is a bug and keeps its traceback."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def undecodable(value: str) -> str | None:
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (a library's reason), or its type's name."""
-    text = str(e).strip()
+    """The first line of an exception's message (a library's reason; for SQLAlchemy's wrapper,
+    the driver's own), or its type's name."""
+    text = str(getattr(e, "orig", None) or e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
@@ -54,3 +55,19 @@ class StorageError(HpoError):
 
 class StudyMismatchError(HpoError):
     """A study file that no longer matches the study already in storage."""
+
+
+class EnvError(HpoError):
+    """An environment variable whose value cannot be used."""
+
+
+class ArtifactError(HpoError):
+    """An artifact store that cannot be used, or an artifact that is not there."""
+
+
+class DashboardError(HpoError):
+    """A dashboard that cannot start (port taken, bad host)."""
+
+
+class WorkerError(HpoError):
+    """A worker that had to give up (its trials keep failing, or the storage is gone)."""

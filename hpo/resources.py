@@ -65,7 +65,8 @@ def human(n: float) -> str:
 
 
 def curves_bytes(n: int, length: int, max_sines: int = 3) -> int:
-    """Peak bytes to generate n curves (hpo.data.make_curves): the float64 sine terms and their
+    """Peak bytes to generate n curves (hpo.task.curves.make_curves): the float64 sine terms and
+    their
     masked copy, clean, noise and noisy in float64, then the float32 results."""
     per_curve = length * (2 * max_sines * 8 + 3 * 8 + 2 * 4) + max_sines * 3 * 8
     return n * per_curve

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from hpo.data import DataConfig, Split, make_split
+from hpo.task.curves import DataConfig, Split, make_split
 
 # A few curves of the protocol's shape (length 80); enough for the training loop to learn a bit.
 TINY_DATA = DataConfig(seed=0, n_train=20, n_val=10, n_test=10)

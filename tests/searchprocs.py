@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
-from hpo.storage import open_storage
+from hpo.store.engines import open_storage
 
 T = TypeVar("T")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -124,8 +124,8 @@ def start_search(study_file: Path, cwd: Path, *args: str, url: str | None = None
 
 def worker_logs(url: str | None, cwd: Path) -> dict[str, str]:
     """The worker logs of a search started in cwd, by file name: beside a SQLite file, else in
-    cwd/storage/logs (hpo.search.log_dir, resolved from cwd)."""
-    from hpo.search import log_dir
+    cwd/storage/logs (hpo.run.supervisor.log_dir, resolved from cwd)."""
+    from hpo.run.supervisor import log_dir
 
     where = log_dir(url) if url is not None and url.startswith("sqlite") else None
     folder = where if where is not None else cwd / "storage" / "logs"

@@ -1,6 +1,6 @@
 """Trial artifacts: uploads while trials run, `hpo export`, and `hpo artifacts prune`.
 
-Trials here run through the real objective (hpo.objective.run_trial, the code a worker runs) on
+Trials here run through the real objective (hpo.run.objective.run_trial, the code a worker runs) on
 a tiny study whose models learn something in a fraction of a second, so recorded scores are not
 all zero and "export, then denoise, gives the recorded score" means something. Prune tests build
 trials with small artifacts by hand: they are about which files go, on every storage backend.
@@ -20,23 +20,19 @@ from optuna.trial import TrialState
 from PIL import Image
 from typer.testing import CliRunner
 
-import hpo.uploads
-from hpo import objective
-from hpo.artifacts import (
-    ENV,
-    PRUNE_ATTR,
-    ArtifactError,
-    prune_artifacts,
-    trial_artifacts,
-)
+import hpo.run.uploads
 from hpo.cli import app
-from hpo.data import make_split
-from hpo.metric import percent_removed
-from hpo.modelfile import load_model
-from hpo.signals import read_signals, write_signals
-from hpo.storage import open_storage
-from hpo.study import create_study, load, make_sampler
-from hpo.studyfile import load_study_file
+from hpo.errors import ArtifactError
+from hpo.results.artifacts import ENV, prune_artifacts, trial_artifacts
+from hpo.run import objective
+from hpo.store.attrs import PRUNE_ATTR
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study, load, make_sampler
+from hpo.study.parse import load_study_file
+from hpo.task.curves import make_split
+from hpo.task.metric import percent_removed
+from hpo.task.modelfile import load_model
+from hpo.task.signals import read_signals, write_signals
 
 # Three fixed trials that learn ~30 % in about 0.2 s each (lr 0.05 on 40 curves).
 LEARNS: dict[str, Any] = {
@@ -165,7 +161,7 @@ def test_pictures_for_the_best_models_only_by_default(setting: str | None, drawn
     got = []
     for score in (80.0, 70.0, 60.0, 50.0, 75.0, 90.0):
         trial = study.ask()
-        if hpo.uploads.wants_picture(trial, score):
+        if hpo.run.uploads.wants_picture(trial, score):
             got.append(score)
         trial.set_user_attr("model_val_removed", score)
         study.tell(trial, score)
@@ -248,7 +244,7 @@ def test_an_unusable_store_costs_no_result_and_names_the_fix(
     recorded on each trial and logged once."""
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(ENV, str(tmp_path / "a-file" / "artifacts"))
-    hpo.uploads._warned.clear()
+    hpo.run.uploads._warned.clear()
     with caplog.at_level("WARNING", logger="hpo.worker"):
         study = run_study(study_file(**{**LEARNS, "sampler": {"type": "random"}}),
                           f"sqlite:///{tmp_path / 'hpo.db'}", 2)
@@ -309,7 +305,7 @@ def test_prune_keeps_the_best_k_and_frees_the_rest(
     again = prune_artifacts(fresh, open_storage(storage_url, heartbeat=False), store, 2)
     assert (again.removed, again.freed_bytes) == (0, 0)
     # The dashboard still serves the study; pruned trials simply show no artifacts.
-    from hpo.dashboard import make_app
+    from hpo.results.dashboard import make_app
 
     body = get_json(make_app(open_storage(storage_url, heartbeat=False), store),
                     f"/api/studies/{fresh._study_id}")

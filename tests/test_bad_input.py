@@ -32,9 +32,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.storage import open_storage, parse
-from hpo.study import create_study
-from hpo.studyfile import load_study_file, parse_study
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study
+from hpo.store.urls import parse
+from hpo.study.parse import load_study_file, parse_study
 
 EXISTING = "existing"
 VALID: dict[str, Any] = {

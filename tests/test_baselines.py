@@ -17,22 +17,15 @@ import pytest
 from optuna_dashboard import get_note
 from typer.testing import CliRunner
 
-from hpo import baselines
-from hpo.baselines import (
-    Baseline,
-    best_poly,
-    best_savgol,
-    compute_baselines,
-    polyfit,
-    savgol,
-)
 from hpo.cli import app
-from hpo.data import DataConfig, make_split
-from hpo.metric import percent_removed
-from hpo.notes import REPORT_TABLE
-from hpo.storage import open_storage
-from hpo.study import create_study
-from hpo.studyfile import load_study_file
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study
+from hpo.study.note import REPORT_TABLE
+from hpo.study.parse import load_study_file
+from hpo.task import baselines
+from hpo.task.baselines import Baseline, best_poly, best_savgol, compute_baselines, polyfit, savgol
+from hpo.task.curves import DataConfig, make_split
+from hpo.task.metric import percent_removed
 
 SMALL = DataConfig(seed=3, n_train=0, n_val=12, n_test=40)
 

@@ -21,11 +21,12 @@ import torch
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.data import DataConfig, make_split
-from hpo.model import Denoiser
-from hpo.modelfile import FORMAT, load_model, save_model
-from hpo.signals import read_signals, write_signals
-from hpo.train import TrainConfig, predict
+from hpo.task.config import TrainConfig
+from hpo.task.curves import DataConfig, make_split
+from hpo.task.model import Denoiser
+from hpo.task.modelfile import FORMAT, load_model, save_model
+from hpo.task.signals import read_signals, write_signals
+from hpo.task.train import predict
 
 ROOT = Path(__file__).resolve().parent.parent
 

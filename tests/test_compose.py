@@ -409,8 +409,8 @@ def test_compose_services_run_as_local_processes(
         assert "worker done:" in log.read_text()
 
     # The study ends with exactly its budget, nothing left running or failed.
-    from hpo.storage import open_storage
-    from hpo.study import counts, load
+    from hpo.store.engines import open_storage
+    from hpo.store.studies import counts, load
 
     opened, spec = load(name, open_storage(server_url, heartbeat=False))
     c = counts(opened)

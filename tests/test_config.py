@@ -1,4 +1,4 @@
-"""hpo.config (and DataConfig, which shares check_fields): typed settings checked when built.
+"""hpo.task.config (and DataConfig, which shares check_fields): typed settings checked when built.
 
 Each field's bounds (the lowest value allowed or not, the highest), integers refusing floats and
 bools, numbers refusing strings and non-finite values, the device names, and ConfigValueError
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hpo.config import ConfigValueError, TrainConfig, check_fields
-from hpo.data import DataConfig
+from hpo.task.config import ConfigValueError, TrainConfig, check_fields
+from hpo.task.curves import DataConfig
 
 CONFIGS: list[type[Any]] = [TrainConfig, DataConfig]
 

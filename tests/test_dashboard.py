@@ -32,14 +32,14 @@ import tomli_w
 from PIL import Image
 from typer.testing import CliRunner
 
-from hpo import objective
-from hpo.artifacts import ENV
 from hpo.cli import app
-from hpo.dashboard import journal_mode, make_app
-from hpo.modelfile import load_model
-from hpo.storage import open_storage
-from hpo.study import create_study, load, make_sampler
-from hpo.studyfile import load_study_file
+from hpo.results.artifacts import ENV
+from hpo.results.dashboard import journal_mode, make_app
+from hpo.run import objective
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study, load, make_sampler
+from hpo.study.parse import load_study_file
+from hpo.task.modelfile import load_model
 
 NAME = "dash_study"
 STUDY = {
@@ -306,7 +306,7 @@ def test_browser_shows_the_study_and_a_trial_picture(
     with capsys.disabled():
         print(f"\ndashboard screenshot: {path} (copy: /tmp/dashboard-screenshot.png)")
     # On the screenshot itself, where the page says the picture is, are the picture's colours:
-    # the clean curve's blue and the denoised curve's orange (hpo.plots.COLORS).
+    # the clean curve's blue and the denoised curve's orange (hpo.task.plots.COLORS).
     with Image.open(io.BytesIO(shot)) as im:
         s = seen["scale"]
         left, top, w, h = (int(v * s) for v in seen["rect"])

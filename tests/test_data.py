@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from hpo.config import ConfigValueError
-from hpo.data import (
+from hpo.task.config import ConfigValueError
+from hpo.task.curves import (
     SPLITS,
     DataConfig,
     Split,
@@ -84,7 +84,7 @@ def test_same_seed_gives_bit_identical_arrays() -> None:
 def test_same_seed_gives_bit_identical_arrays_in_another_process() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from tests.test_data import SMALL, digest; from hpo.data import make_splits; "
+        "from tests.test_data import SMALL, digest; from hpo.task.curves import make_splits; "
         "print(digest(make_splits(SMALL)))"
     )
     root = str(Path(__file__).resolve().parent.parent)

@@ -1,4 +1,4 @@
-"""hpo.datafile: the user's own signals as study data. numpy only, fast, no torch."""
+"""hpo.task.datafile: the user's own signals as study data. numpy only, fast, no torch."""
 
 from __future__ import annotations
 
@@ -15,20 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpo.data import SPLITS, Split
-from hpo.datafile import (
+from hpo.errors import InputFileError
+from hpo.task.curves import SPLITS, Split
+from hpo.task.datafile import (
     FileData,
     describe_file,
     estimate_bytes,
-    file_digest,
-    fit_scale,
-    load_signals_file,
     make_file_splits,
     normalize_split,
-    read_shape,
     split_counts,
 )
-from hpo.errors import InputFileError
+from hpo.task.normalize import fit_scale
+from hpo.task.signals import file_digest, load_signals_file, read_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,7 +220,7 @@ def test_noisy_file_rows_pair_with_their_clean_rows(tmp_path: Path) -> None:
 
 SPLITS_IN_A_CHILD = """
 import hashlib, json, sys
-from hpo.datafile import FileData
+from hpo.task.datafile import FileData
 sp = FileData.from_dict(json.loads(sys.argv[1])).splits()
 h = hashlib.sha256()
 for s in sp.values():
@@ -244,8 +242,8 @@ def test_splits_are_bit_identical_in_another_process(tmp_path: Path) -> None:
 
 
 def test_the_module_needs_numpy_only() -> None:
-    code = ("import sys, hpo.datafile; print([m for m in ('torch', 'matplotlib', 'hpo.train', "
-            "'hpo.studyfile') if m in sys.modules])")
+    code = ("import sys, hpo.task.datafile; print([m for m in ('torch', 'matplotlib', "
+            "'hpo.task.train', 'hpo.study.parse') if m in sys.modules])")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, cwd=ROOT)
     assert child.stdout.strip() == "[]"

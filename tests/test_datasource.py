@@ -25,20 +25,20 @@ import tomli_w
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from hpo import objective
-from hpo.attrs import SPEC_ATTR
 from hpo.cli import app
-from hpo.datafile import FLAG_KEYS, FileData, describe_file, file_digest
-from hpo.datasource import model_split
-from hpo.metric import percent_removed
-from hpo.modelfile import load_model
-from hpo.normalize import fit_scale
-from hpo.notes import study_note
-from hpo.signals import read_signals, write_signals
-from hpo.storage import open_storage, study_names
-from hpo.study import load, make_sampler
-from hpo.studyfile import load_study_file
-from hpo.train import predict
+from hpo.run import objective
+from hpo.store.attrs import SPEC_ATTR
+from hpo.store.engines import open_storage, study_names
+from hpo.store.studies import load, make_sampler
+from hpo.study.note import study_note
+from hpo.study.parse import load_study_file
+from hpo.task.datafile import FLAG_KEYS, FileData, describe_file
+from hpo.task.metric import percent_removed
+from hpo.task.modelfile import load_model
+from hpo.task.normalize import fit_scale
+from hpo.task.signals import file_digest, read_signals, write_signals
+from hpo.task.source import model_split
+from hpo.task.train import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two fixed trials that learn a little in a fraction of a second (lr 0.05).
@@ -412,8 +412,8 @@ def test_the_checks_also_hold_for_a_spec_as_storage_gives_it_back(data_dir: Path
                                                                   tmp_path: Path) -> None:
     """construct() on a stored spec (what a worker builds from) finds a changed file itself."""
     from hpo.errors import StudyFileError
-    from hpo.spec import StudySpec
-    from hpo.studyfile import construct
+    from hpo.study.construct import construct
+    from hpo.study.spec import StudySpec
 
     spec = load_study_file(study_file(tmp_path, {"file": "data/clean.csv"}))
     stored = StudySpec.from_dict(json.loads(json.dumps(spec.to_dict())))

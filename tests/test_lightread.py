@@ -1,6 +1,7 @@
-"""The contract of hpo.lightread, which reads Optuna's SQLite tables without Optuna: on generated
-studies it answers exactly as the Optuna path (hpo.queries) does, it assumes the table layout
-Optuna writes, it never writes, and whatever it cannot answer it leaves to Optuna (None)."""
+"""The contract of hpo.results.sqlite_reader, which reads Optuna's SQLite tables without Optuna:
+on generated studies it answers exactly as the Optuna path (hpo.results.optuna_reader) does, it
+assumes the table layout Optuna writes, it never writes, and whatever it cannot answer it leaves
+to Optuna (None)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from hpo import lightread, optuna_api, queries
-from hpo.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
-from hpo.records import SUMMARY_ATTRS
-from hpo.storage import open_storage
-from hpo.studyfile import load_study_file
+from hpo.results import optuna_reader, sqlite_reader
+from hpo.results.records import SUMMARY_ATTRS
+from hpo.store import optuna_api
+from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+from hpo.store.engines import open_storage
+from hpo.study.parse import load_study_file
 
 SPEC = load_study_file(Path(__file__).resolve().parents[1] / "studies" / "smoke.toml").to_dict()
 
@@ -108,13 +110,13 @@ def test_answers_as_the_optuna_path(db: tuple[str, Any], case: dict[str, Any],
                                     top: int) -> None:
     url, storage = db
     name = make(storage, case)
-    assert lightread.studies(url) == queries.studies(storage)
+    assert sqlite_reader.studies(url) == optuna_reader.studies(storage)
     if case["hpo"]:
-        light = lightread.best(url, name, top)
+        light = sqlite_reader.best(url, name, top)
         assert light is not None, "the reader fell back on a study it should answer"
-        assert light == queries.best_records(name, storage, top)
+        assert light == optuna_reader.best_records(name, storage, top)
     else:
-        assert lightread.best(url, name, top) is None  # Optuna's path says "not created by hpo"
+        assert sqlite_reader.best(url, name, top) is None  # Optuna's path says "not created by hpo"
 
 
 def test_the_layout_is_the_one_optuna_writes(tmp_path: Path) -> None:
@@ -122,11 +124,11 @@ def test_the_layout_is_the_one_optuna_writes(tmp_path: Path) -> None:
     optuna.storages.RDBStorage(url)  # Optuna's own tables, as a new storage gets them
     with sqlite3.connect(tmp_path / "fresh.db") as con:
         (revision,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert revision == lightread.SCHEMA_REVISION, (
-        f"Optuna's schema is now {revision}: check hpo.lightread's queries against it, then "
-        "update SCHEMA_REVISION")
+    assert revision == sqlite_reader.SCHEMA_REVISION, (
+        f"Optuna's schema is now {revision}: check hpo.results.sqlite_reader's queries against "
+        "it, then update SCHEMA_REVISION")
     tables = optuna_api.models().BaseModel.metadata.tables
-    for table, columns in lightread.COLUMNS.items():
+    for table, columns in sqlite_reader.COLUMNS.items():
         if table == "alembic_version":
             continue  # read above
         assert table in tables, f"Optuna has no table {table}"
@@ -134,9 +136,9 @@ def test_the_layout_is_the_one_optuna_writes(tmp_path: Path) -> None:
         assert not missing, f"Optuna's {table} lost {sorted(missing)}"
     m = optuna_api.models()
     # The stored enum names the reader compares with.
-    assert set(lightread.STATES) <= {s.name for s in TrialState}
+    assert set(sqlite_reader.STATES) <= {s.name for s in TrialState}
     kinds = {k.name for k in m.TrialValueModel.TrialValueType}
-    assert set(lightread.INFINITY) | {"FINITE"} == kinds
+    assert set(sqlite_reader.INFINITY) | {"FINITE"} == kinds
     assert {d.name for d in optuna.study.StudyDirection} >= {"MAXIMIZE", "MINIMIZE"}
 
 
@@ -146,11 +148,11 @@ def test_every_distribution_optuna_stores_is_read(db: tuple[str, Any]) -> None:
                           "budget": 3, "trials": [(TrialState.COMPLETE, [1.0], {
                               "lr": 0.01, "hidden_size": 7, "shift": 5, "kind": None,
                               "dropout": 0.2}, {})]})
-    found = lightread.best(url, name, 1)
+    found = sqlite_reader.best(url, name, 1)
     assert found is not None
     params = found[1][0]["params"]
     assert params == {"dropout": 0.2, "hidden_size": 7, "kind": None, "lr": 0.01, "shift": 5}
-    slow = queries.best_records(name, storage, 1)[1][0]["params"]
+    slow = optuna_reader.best_records(name, storage, 1)[1][0]["params"]
     assert list(params) == list(slow) == ["lr", "hidden_size", "shift", "kind", "dropout"]
     assert type(params["hidden_size"]) is int and type(params["lr"]) is float
 
@@ -168,17 +170,17 @@ def test_it_never_writes_and_leaves_what_it_cannot_answer(tmp_path: Path) -> Non
                           "budget": 5, "trials": [(TrialState.COMPLETE, [2.0], {}, {})]})
     storage.engine.dispose()
     before = _digest(path)
-    assert lightread.studies(url) is not None and lightread.best(url, name, 3) is not None
+    assert sqlite_reader.studies(url) is not None and sqlite_reader.best(url, name, 3) is not None
     assert _digest(path) == before  # no byte written, no -wal or -shm left
-    assert lightread.best(url, "nope", 1) is None  # Optuna's path lists the names
+    assert sqlite_reader.best(url, "nope", 1) is None  # Optuna's path lists the names
     for other in (f"{url}?timeout=5", "sqlite:///" + str(tmp_path / "missing.db"),
                   f"sqlite:///{tmp_path}", "postgresql://u@127.0.0.1:1/db", "sqlite://"):
-        assert lightread.studies(other) is None, other
+        assert sqlite_reader.studies(other) is None, other
     old = tmp_path / "old.db"
     shutil.copy(path, old)
     with sqlite3.connect(old) as con:
         con.execute("UPDATE alembic_version SET version_num = 'v9.9.9'")
-    assert lightread.studies(f"sqlite:///{old}") is None  # a schema it does not know
+    assert sqlite_reader.studies(f"sqlite:///{old}") is None  # a schema it does not know
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database" * 100)
-    assert lightread.studies(f"sqlite:///{junk}") is None
+    assert sqlite_reader.studies(f"sqlite:///{junk}") is None

@@ -19,7 +19,7 @@ from conftest import backend_url
 from optuna.trial import TrialState
 from searchprocs import hpo_env, read_trials, running_search, worker_logs
 
-from hpo.studyfile import load_study_file
+from hpo.study.parse import load_study_file
 
 WORKERS = 16
 HIDDEN, SHIFT, EPOCHS = range(4, 44), range(0, 5), range(1, 3)  # 40 x 5 x 2 = 400 points

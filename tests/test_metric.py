@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpo.metric import percent_removed
+from hpo.task.metric import percent_removed
 
 
 def test_half_of_the_noise_removed() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpo.model import Denoiser
+from hpo.task.model import Denoiser
 
 LENGTH = 80
 

@@ -1,4 +1,4 @@
-"""The contract of hpo.optuna_api, the one module that uses Optuna's private API, over every
+"""The contract of hpo.store.optuna_api, the one module that uses Optuna's private API, over every
 storage backend. If an Optuna (or optuna-dashboard) release renames or changes one of these,
 this fails naming the call, before any user meets it somewhere unexpected."""
 
@@ -16,8 +16,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note
 
-from hpo import optuna_api
-from hpo.storage import open_storage
+from hpo.store import optuna_api, queries
+from hpo.store.engines import open_storage
 
 
 def test_every_private_name_still_exists() -> None:
@@ -118,7 +118,7 @@ def test_state_counts_match_the_trials(storage_url: str) -> None:
             study.tell(t, 1.0 if state == TrialState.COMPLETE else None, state=state)
     study.ask()
     study.enqueue_trial({})
-    got = optuna_api.state_counts(storage, optuna_api.study_id(study))
+    got = queries.state_counts(storage, optuna_api.study_id(study))
     want = {s: sum(t.state == s for t in study.get_trials()) for s in TrialState}
     assert got == want
     assert (got[TrialState.COMPLETE], got[TrialState.RUNNING], got[TrialState.WAITING]) == (3, 1, 1)

@@ -54,7 +54,8 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.errors import HpoError, one_line
-from hpo.studyfile import StudySpec, load_study_file
+from hpo.study.parse import load_study_file
+from hpo.study.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_TOTAL = max(int(os.environ.get("HPO_HYPOTHESIS_EXAMPLES", "10000")), 100)
@@ -425,25 +426,27 @@ YEAR_OF_FLOPS = 1e11 * 3.15e7  # a year at 100 GFLOP/s: a trial longer than that
 
 
 def build_like_a_worker(spec: StudySpec) -> None:
-    """What every worker builds from a stored study (hpo.worker / hpo.objective): its sampler
+    """What every worker builds from a stored study (hpo.run.worker / hpo.run.objective): its
+    sampler
     (seeded like a worker's), its pruner, and a few trials asked, reported at 10 ... 100 % and
     told, on an in-memory study; plus the training and data settings at the corners of the space,
     each within this machine's memory. Raises what a worker would hit. (The one place that
     knows hpo's worker internals: update it when they move.)"""
     import optuna
 
-    from hpo import datasource
-    from hpo.objective import suggest
-    from hpo.study import make_pruner, make_sampler, trial_seed, worker_seed
+    from hpo.run.objective import suggest
+    from hpo.store.studies import make_pruner, make_sampler
+    from hpo.study.spec import trial_seed, worker_seed
+    from hpo.task import source as task_source
 
     for index, n_existing in ((0, 0), (7, 3)):
         make_sampler(spec, worker_seed(spec, index, n_existing))
     sampler, pruner = make_sampler(spec, 0), make_pruner(spec)
     for params in corners(spec):
         train = spec.train_config(params, seed=0)
-        source = datasource.source_of(spec, params)
-        n_train, n_val, n_test = datasource.sizes(source)
-        data = Sizes(n_train, n_val, n_test, datasource.length(source))
+        source = spec.source(params)
+        n_train, n_val, n_test = task_source.sizes(source)
+        data = Sizes(n_train, n_val, n_test, task_source.length(source))
         need = worker_bytes(train, data)
         if need > MACHINE_MEMORY:
             raise AcceptedImpossible(
@@ -457,11 +460,11 @@ def build_like_a_worker(spec: StudySpec) -> None:
                 f"epochs of {data.n_train} curves, hidden {train.hidden_size}, shift "
                 f"{train.shift}): it can never finish")
     high = corners(spec)[1]  # the splits a worker trains on, at the largest corner
-    source = datasource.source_of(spec, high)
-    if worker_bytes(spec.train_config(high, seed=0), Sizes(*datasource.sizes(source),
-                                                           datasource.length(source))) < GIB:
+    source = spec.source(high)
+    if worker_bytes(spec.train_config(high, seed=0), Sizes(*task_source.sizes(source),
+                                                           task_source.length(source))) < GIB:
         for name in ("train", "val"):  # (larger ones, within the machine, only estimated)
-            datasource.model_split(source, name)
+            task_source.model_split(source, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=spec.directions,  # type: ignore[arg-type]
@@ -490,7 +493,7 @@ def build_like_a_worker(spec: StudySpec) -> None:
                                    f"{f' step {p.step:g}' if p.step else ''}, the workers "
                                    f"search {dist}")
         train = spec.train_config(params, seed=trial_seed(spec, trial.number, 0))
-        datasource.source_of(spec, params)
+        spec.source(params)
         if len(spec.directions) > 1:
             study.tell(trial, [50.0, 1.0])
             continue
@@ -1257,11 +1260,11 @@ def accepted_spec(path: Path) -> StudySpec | None:
 
 def create_bytes(spec: StudySpec) -> int:
     """What `hpo create` allocates at least: the validation and test curves of its baselines."""
-    from hpo import datasource
+    from hpo.task import source as task_source
 
-    source = datasource.source_of(spec)
-    _, n_val, n_test = datasource.sizes(source)
-    return 51 * datasource.length(source) * (n_val + n_test)
+    source = spec.source()
+    _, n_val, n_test = task_source.sizes(source)
+    return 51 * task_source.length(source) * (n_val + n_test)
 
 
 def check_create(case: StudyCase, trials: str | None, world: World) -> None:

@@ -18,13 +18,13 @@ import pytest
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-import hpo.queries as q
-from hpo.objective import progress_steps, pruning_marks, set_user_attrs
-from hpo.records import to_csv
-from hpo.storage import open_storage
-from hpo.strategies import PrunerSpec
-from hpo.study import create_study
-from hpo.studyfile import load_study_file
+import hpo.results.optuna_reader as q
+from hpo.results.records import to_csv
+from hpo.run.objective import progress_steps, pruning_marks, set_user_attrs
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study
+from hpo.study.parse import load_study_file
+from hpo.study.strategies import PrunerSpec
 
 DIST: dict[str, BaseDistribution] = {"x": FloatDistribution(0, 1)}
 
@@ -88,7 +88,8 @@ def test_studies_counts_match_a_full_load(storage_url: str,
     try:
         rows = {r["name"]: r for r in q.studies(storage) if r["name"] in (name, lowest)}
         assert rows[lowest]["best_value"] == -math.inf
-        monkeypatch.setattr(q, "_rdb", lambda storage: None)  # the load-everything path
+        # The load-everything path.
+        monkeypatch.setattr(q.optuna_api, "rdb_of", lambda storage: None)
         assert rows == {r["name"]: r for r in q.studies(storage) if r["name"] in rows}
         row = rows[name]
         assert {k: row[k] for k in ("finished", "complete", "pruned", "running", "waiting",

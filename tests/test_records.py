@@ -1,4 +1,5 @@
-"""hpo.records: one record per trial for every command, and the Pareto front without numpy."""
+"""hpo.results.records: one record per trial for every command, and the Pareto front without
+numpy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpo.records import SUMMARY_ATTRS, pareto_best, pareto_front, pm, record, with_rescores
+from hpo.results.records import SUMMARY_ATTRS, pareto_best, pareto_front, pm, record, with_rescores
 
 
 def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

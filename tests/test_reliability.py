@@ -4,7 +4,8 @@ every search still ends with exactly its budget and no trial is left RUNNING.
 
 Searches run as real processes (tests/searchprocs.py) with heartbeats every second and a grace
 period of 4 s, so a killed worker is noticed within seconds. The in-process tests drive the same
-library code (hpo.worker, hpo.maintenance) on every storage backend in well under a second each.
+library code (hpo.run.worker, hpo.store.recovery) on every storage backend in well under a second
+each.
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ from searchprocs import (
 )
 from typer.testing import CliRunner
 
-import hpo.objective
-import hpo.storage
-import hpo.worker
+import hpo.run.objective
+import hpo.run.worker
+import hpo.store.engines
+import hpo.store.urls
 from hpo.cli import app
-from hpo.maintenance import fail_stale, pid_alive
-from hpo.storage import open_storage
-from hpo.study import create_study, load
-from hpo.studyfile import load_study_file
+from hpo.store.engines import open_storage
+from hpo.store.recovery import fail_stale, pid_alive
+from hpo.store.studies import create_study, load
+from hpo.study.parse import load_study_file
 
 RETRY = RetryHeartbeatStaleTrialCallback
 
@@ -129,7 +131,7 @@ def pg_restart_command(url: str) -> list[str]:
 
 
 def postmaster_started(url: str) -> Any:
-    engine = sqlalchemy.create_engine(hpo.storage.parse(url))
+    engine = sqlalchemy.create_engine(hpo.store.urls.parse(url))
     try:
         with engine.connect() as con:
             return con.execute(sqlalchemy.select(sqlalchemy.func.pg_postmaster_start_time())
@@ -182,7 +184,7 @@ def test_postgres_restart_mid_search_loses_nothing(
     assert any(t.datetime_complete and t.datetime_complete > restarted_at
                for t in by_state(trials, *FINISHED))
     assert outage < 60
-    # The workers met the outage mid-trial and waited it out (see hpo.worker.retry).
+    # The workers met the outage mid-trial and waited it out (see hpo.run.worker.retry).
     logs = "".join(worker_logs(url, tmp_path).values())
     assert "storage error while trying to" in logs
     assert "Traceback" not in logs
@@ -258,17 +260,17 @@ def test_interrupt_while_claiming_a_trial_fails_and_requeues_it(
     RUNNING: the worker defers it to a safe point, then fails and re-queues that trial."""
     path = study_file(trials=3)
     study = create(path, storage_url)
-    real_claim = hpo.worker._claim
+    real_claim = hpo.run.worker._claim
 
     def claim_then_sigint(*args: Any) -> Any:
         trial = real_claim(*args)
         os.kill(os.getpid(), signal.SIGINT)  # delivered right here, between bytecodes
         return trial
 
-    monkeypatch.setattr(hpo.worker, "_claim", claim_then_sigint)
+    monkeypatch.setattr(hpo.run.worker, "_claim", claim_then_sigint)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        hpo.worker.run_worker(storage_url, study.study_name, poll=0.1)
+        hpo.run.worker.run_worker(storage_url, study.study_name, poll=0.1)
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
     trials = read_trials(storage_url, study.study_name)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
@@ -288,7 +290,7 @@ def test_diverging_configurations_are_recorded_and_the_worker_goes_on(
              "hidden_size": {"type": "categorical", "choices": [4, 6]}}
     path = study_file(trials=4, sampler={"type": "grid"}, space=space, train={"epochs": 2})
     study = create(path, storage_url)
-    summary = hpo.worker.run_worker(storage_url, study.study_name, poll=0.1)
+    summary = hpo.run.worker.run_worker(storage_url, study.study_name, poll=0.1)
     assert (summary.completed, summary.pruned, summary.failed) == (2, 2, 0)
     trials = read_trials(storage_url, study.study_name)
     for t in trials:
@@ -308,7 +310,7 @@ def test_diverged_reason_shows_in_trial_listing(
     space = {"hidden_size": {"type": "int", "low": 4, "high": 8}}
     path = study_file(trials=2, space=space, train={"lr": 1e30, "epochs": 2})  # all diverge
     study = create(path, url)
-    summary = hpo.worker.run_worker(url, study.study_name, poll=0.1)
+    summary = hpo.run.worker.run_worker(url, study.study_name, poll=0.1)
     assert (summary.completed, summary.pruned, summary.failed) == (0, 2, 0)  # no give-up
     result = invoke("trials", study.study_name, "--storage", url, "--format", "json")
     assert result.exit_code == 0, result.output
@@ -352,7 +354,7 @@ def test_retry_failed_requeues_each_failed_trial_once(
     same = add_trial(study, p(6), TrialState.FAIL)  # its params already completed elsewhere
     old = add_trial(study, p(7), TrialState.FAIL)
     empty = add_trial(study, None, TrialState.FAIL)  # failed before any suggest
-    hpo.storage.RetryStaleTrial()(study, copy.deepcopy(study.trials[old]))  # already retried
+    hpo.store.engines.RetryStaleTrial()(study, copy.deepcopy(study.trials[old]))  # already retried
 
     result = invoke("retry-failed", name, "--storage", storage_url, "--json")
     assert result.exit_code == 0, result.output
@@ -376,7 +378,7 @@ def test_retry_failed_requeues_each_failed_trial_once(
     assert len(read_trials(storage_url, name)) == len(trials)
 
     # Workers pop the queued params before sampling new ones.
-    summary = hpo.worker.run_worker(storage_url, name, poll=0.1, max_trials=3)
+    summary = hpo.run.worker.run_worker(storage_url, name, poll=0.1, max_trials=3)
     assert summary.completed == 3
     trials = read_trials(storage_url, name)
     for n in (a, b, old):
@@ -482,7 +484,7 @@ def test_points_study_with_smaller_budget_finishes(
     points = [p(4), p(5), p(6), p(7)]
     path = study_file(trials=2, sampler={"type": "points", "points": points})
     study = create(path, storage_url)
-    summary = hpo.worker.run_worker(storage_url, study.study_name, poll=0.1)
+    summary = hpo.run.worker.run_worker(storage_url, study.study_name, poll=0.1)
     assert summary.completed == 2
     trials = read_trials(storage_url, study.study_name)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.WAITING] * 2
@@ -501,7 +503,7 @@ def test_a_worker_declared_dead_drops_its_attempt_and_goes_on(
     path = study_file(trials=3)
     study = create(path, storage_url)
     other = open_storage(storage_url)
-    real = hpo.objective.run_trial
+    real = hpo.run.objective.run_trial
     victims: list[int] = []
 
     def starved(spec: Any, trial: optuna.Trial, **kw: Any) -> Any:
@@ -509,17 +511,17 @@ def test_a_worker_declared_dead_drops_its_attempt_and_goes_on(
             return real(spec, trial, **kw)
         victims.append(trial.number)
         for param in spec.space:  # it got as far as choosing its params
-            hpo.objective.suggest(trial, param)
+            hpo.run.objective.suggest(trial, param)
         age_heartbeat(storage_url, trial._trial_id, 3600)
         watcher, _ = load(study.study_name, other)
         assert [n for n, _ in fail_stale(watcher, other).failed] == [trial.number]
         if when == "at tell":
-            return hpo.objective.Outcome(TrialState.COMPLETE, [99.0], "never recorded")
+            return hpo.run.objective.Outcome(TrialState.COMPLETE, [99.0], "never recorded")
         return real(spec, trial, **kw)  # its first set_user_attr is refused
 
-    monkeypatch.setattr(hpo.objective, "run_trial", starved)
+    monkeypatch.setattr(hpo.run.objective, "run_trial", starved)
     with caplog.at_level("WARNING", logger="hpo.worker"):
-        summary = hpo.worker.run_worker(storage_url, study.study_name, poll=0.1)
+        summary = hpo.run.worker.run_worker(storage_url, study.study_name, poll=0.1)
     assert (summary.completed, summary.failed) == (3, 1)
     assert f"trial {victims[0]} was declared dead by another worker" in caplog.text
     trials = read_trials(storage_url, study.study_name)

@@ -12,19 +12,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY_STUDY
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.errors import HpoError
-from hpo.storage import open_storage
-from hpo.study import create_study, load
-from hpo.studyfile import load_study_file
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study, load
+from hpo.study.parse import load_study_file
 
 runner = CliRunner()
 # Short enough for a test, long enough that a CPU-starved worker is not declared dead.
@@ -266,7 +266,7 @@ LEARNING_SPACE = {"hidden_size": {"type": "int", "low": 12, "high": 16},
 
 # Every kind of data a study trains on: the synthetic curves, fresh curves every epoch, the
 # user's own file, and that file normalized per signal.
-KINDS = {
+KINDS: dict[str, dict[str, Any]] = {
     "synthetic": {"seed": 0, "train": 60, "val": 20, "test": 40},
     "fresh-curves": {"seed": 0, "train": 60, "val": 20, "test": 40, "fresh": True},
     "data-file": {"file": "signals.npy", "train": 60, "val": 20, "test": 40},
@@ -281,7 +281,7 @@ def test_replay_evaluate_and_rescore_retrain_a_trial_as_the_search_did(
     """`replay`, `evaluate` and `rescore` with the trial's own seed reproduce the value the
     search stored, on models that learn (with fresh curves left out of their retraining, the
     fresh-curves case fails: checked when the three commands were made to share one fit)."""
-    from hpo.data import DataConfig, make_split
+    from hpo.task.curves import DataConfig, make_split
 
     np.save(tmp_path / "signals.npy", make_split(DataConfig(seed=5, n_test=120), "test").clean)
     path = study_file(trials=2, space=LEARNING_SPACE, data=KINDS[kind], train={"lr": 0.02})

@@ -27,9 +27,10 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.errors import StorageError
-from hpo.storage import mask, open_storage, parse
-from hpo.study import create_study
-from hpo.studyfile import load_study_file
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study
+from hpo.store.urls import mask, parse
+from hpo.study.parse import load_study_file
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = "hpo_secret"
@@ -240,9 +241,9 @@ def q(con, name, tid):
     assert flagged == {5, 6, 7, 8}  # not the constant pragma (9), not the docstring (10)
 
 
-# hpo.lightread reads SQLite without SQLAlchemy (the light commands' start-up), so its SQL is
-# written out; but only as constants with ? parameters, so no value ever enters SQL text.
-CONSTANT_SQL = {"hpo/lightread.py"}
+# hpo.results.sqlite_reader reads SQLite without SQLAlchemy (the light commands' start-up), so
+# its SQL is written out; but only as constants with ? parameters, so no value ever enters SQL text.
+CONSTANT_SQL = {"hpo/results/sqlite_reader.py"}
 
 
 def executed_non_constants(source: str) -> list[str]:

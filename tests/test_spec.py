@@ -1,4 +1,4 @@
-"""hpo.spec: StudySpec and Param, the definition storage keeps.
+"""hpo.study.spec: StudySpec and Param, the definition storage keeps.
 
 Round trips (to_dict/from_dict, also through JSON) for every studies/*.toml, a spec dict as an
 older version stored it, the fingerprint (all but trials and description), the data and train
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from hpo.config import ConfigValueError, TrainConfig
-from hpo.data import DataConfig
-from hpo.spec import DATA_FIELDS, METRICS, TUNABLE, Param, StudySpec
-from hpo.strategies import PrunerSpec, SamplerSpec
-from hpo.studyfile import load_study_file
+from hpo.study.parse import load_study_file
+from hpo.study.spec import DATA_FIELDS, METRICS, TUNABLE, Param, StudySpec
+from hpo.study.strategies import PrunerSpec, SamplerSpec
+from hpo.task.config import ConfigValueError, TrainConfig
+from hpo.task.curves import DataConfig
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 

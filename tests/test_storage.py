@@ -1,4 +1,5 @@
-"""hpo.storage as a unit: URL rules, and a brand-new SQLite database opened by several processes
+"""hpo.store.engines as a unit: URL rules, and a brand-new SQLite database opened by several
+processes
 at the same instant (a search creating it while workers, queries or the dashboard open it)."""
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import Any
 import pytest
 
 from hpo.errors import StorageError
-from hpo.storage import mask, open_storage, parse
+from hpo.store.engines import open_storage
+from hpo.store.urls import mask, parse
 
 RACER = """
 import sys, time
 from hpo.errors import HpoError
-from hpo.storage import open_storage
+from hpo.store.engines import open_storage
 while time.time() < float(sys.argv[2]):
     time.sleep(0.001)
 try:
@@ -47,7 +49,7 @@ def test_a_locked_new_file_is_waited_for_then_reported(tmp_path: Path,
     lasts."""
     import sqlite3
 
-    import hpo.storage
+    import hpo.store.engines
 
     real, calls = sqlite3.connect, []
 
@@ -57,14 +59,14 @@ def test_a_locked_new_file_is_waited_for_then_reported(tmp_path: Path,
             raise sqlite3.OperationalError("database is locked")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hpo.storage.sqlite3, "connect", locked_twice)
+    monkeypatch.setattr(hpo.store.engines.sqlite3, "connect", locked_twice)
     open_storage(f"sqlite:///{tmp_path / 'a.db'}", create=True, heartbeat=False)
     assert len(calls) >= 3
 
     def always_locked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(hpo.storage.sqlite3, "connect", always_locked)
+    monkeypatch.setattr(hpo.store.engines.sqlite3, "connect", always_locked)
     with pytest.raises(StorageError, match=r"cannot create .*b\.db \(database is locked\)"):
         open_storage(f"sqlite:///{tmp_path / 'b.db'}", create=True, heartbeat=False)
 

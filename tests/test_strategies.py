@@ -1,4 +1,4 @@
-"""hpo.strategies: sampler and pruner specs that build Optuna's objects.
+"""hpo.study.strategies: sampler and pruner specs that build Optuna's objects.
 
 Every kind builds the right Optuna class with its options, grid and points sizes, the stored
 dict format `{"type": ..., **options}` (plus "points") round-tripping, Optuna's constructor
@@ -15,8 +15,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from hpo.spec import Param
-from hpo.strategies import MAX_STEP, BudgetGridSampler, PrunerSpec, SamplerSpec
+from hpo.study.spec import Param
+from hpo.study.strategies import MAX_STEP, BudgetGridSampler, PrunerSpec, SamplerSpec
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -1,4 +1,4 @@
-"""hpo.study as a unit, over every backend: a study is created complete (spec, budget, note,
+"""hpo.store.studies as a unit, over every backend: a study is created complete (spec, budget, note,
 queued points) or not at all, whatever step fails; budgets from the file or --trials are applied
 or reported, never silently ignored."""
 
@@ -15,13 +15,14 @@ from optuna_dashboard import get_note
 from test_bad_input import sqlite_snapshot
 from typer.testing import CliRunner
 
-import hpo.notes
-from hpo.attrs import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR
+import hpo.study.note
 from hpo.cli import app
-from hpo.optuna_api import HeartbeatStorage
-from hpo.storage import open_storage, parse, sqlite_path, study_names
-from hpo.study import ensure_study, load
-from hpo.studyfile import load_study_file
+from hpo.store.attrs import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR
+from hpo.store.engines import open_storage, study_names
+from hpo.store.optuna_api import HeartbeatStorage
+from hpo.store.studies import ensure_study, load
+from hpo.store.urls import parse, sqlite_path
+from hpo.study.parse import load_study_file
 
 POINTS = {"sampler": {"type": "points", "points": [
     {"hidden_size": 4, "shift": 0, "epochs": 2}, {"hidden_size": 5, "shift": 1, "epochs": 3}]},
@@ -51,7 +52,7 @@ def _fail_in_transaction(*args: object, **kwargs: object) -> None:
 
 
 @pytest.mark.parametrize(("where", "fault", "raises"), [
-    (hpo.notes, "study_note", MemoryError),
+    (hpo.study.note, "study_note", MemoryError),
     (HeartbeatStorage, "_get_prepared_new_trial", RuntimeError),
 ])
 def test_a_failed_creation_leaves_the_storage_as_it_was(
@@ -80,7 +81,7 @@ def test_a_failed_creation_leaves_the_storage_as_it_was(
 
 def test_a_failed_create_on_a_new_sqlite_path_leaves_no_file(
         tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hpo.notes, "study_note", _fail_note)
+    monkeypatch.setattr(hpo.study.note, "study_note", _fail_note)
     db = tmp_path / "new" / "dir" / "hpo.db"
     with pytest.raises(MemoryError):
         CliRunner().invoke(app, ["create", str(study_file()), "--storage", f"sqlite:///{db}"],

@@ -1,4 +1,4 @@
-"""hpo.studyfile: study files parsed and then constructed (Optuna's sampler, pruner and
+"""hpo.study.parse: study files parsed and then constructed (Optuna's sampler, pruner and
 distributions, the listed points, the seeds, the configs at the corners, a memory bound).
 
 Every file in studies/ is accepted; each refusal is one line, `<file>: <dotted key>: reason`,
@@ -22,16 +22,10 @@ import pytest
 import tomli_w
 
 from hpo.errors import StudyFileError
-from hpo.spec import Param, StudySpec
-from hpo.strategies import PrunerSpec, SamplerSpec
-from hpo.studyfile import (
-    MAX_CORNERS,
-    MAX_GRID,
-    construct,
-    load_study_file,
-    memory_estimate,
-    parse_study,
-)
+from hpo.study.construct import MAX_CORNERS, construct, memory_estimate
+from hpo.study.parse import MAX_GRID, load_study_file, parse_study
+from hpo.study.spec import Param, StudySpec
+from hpo.study.strategies import PrunerSpec, SamplerSpec
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 STUDIES = sorted(STUDIES_DIR.glob("*.toml"))
@@ -513,8 +507,9 @@ def test_reading_every_study_imports_no_torch() -> None:
     """The core is torch-free: validating a study file must not cost a torch import."""
     code = ("import sys\n"
             "from pathlib import Path\n"
-            "import hpo.env, hpo.config, hpo.data, hpo.metric, hpo.resources, hpo.paths\n"
-            "from hpo.studyfile import load_study_file\n"
+            "import hpo.env, hpo.task.config, hpo.task.curves, hpo.task.metric, hpo.resources\n"
+            "import hpo.paths\n"
+            "from hpo.study.parse import load_study_file\n"
             f"for p in sorted(Path({str(STUDIES_DIR)!r}).glob('*.toml')):\n"
             "    load_study_file(p).to_dict()\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.config import ConfigValueError
-from hpo.data import DataConfig, Split, epoch_train_split, make_split
-from hpo.train import EpochReport, TrainConfig, TrainResult, evaluate, predict, train, train_on_data
+from hpo.task.config import ConfigValueError, TrainConfig
+from hpo.task.curves import DataConfig, Split, epoch_train_split, make_split
+from hpo.task.train import EpochReport, TrainResult, evaluate, predict, train, train_on_data
 
 TINY = TrainConfig(hidden_size=8, shift=2, epochs=4)
 

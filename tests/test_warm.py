@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 from searchprocs import cmdline, hpo_env, read_trials, wait_until
 
-from hpo import warm
+from hpo.run import warmpool
 
 
 def _marked(mark: str) -> list[int]:
@@ -48,21 +48,21 @@ def _marked(mark: str) -> list[int]:
 ])
 def test_the_workers_flag_is_read_before_the_command_parses_it(
         argv: list[str], expected: int | None) -> None:
-    assert warm._workers_flag(argv[2:]) == expected
+    assert warmpool._workers_flag(argv[2:]) == expected
 
 
 @pytest.mark.parametrize("argv", [["hpo"], ["hpo", "best", "x"], ["hpo", "worker", "x"],
                                   ["hpo", "search", "--help"], ["hpo", "search", "x", "-h"]])
 def test_only_a_real_search_prestarts(argv: list[str]) -> None:
-    warm.prestart(argv)
+    warmpool.prestart(argv)
     try:
-        assert warm._pool is None
+        assert warmpool._pool is None
     finally:
-        warm.discard()
+        warmpool.discard()
 
 
 def test_unused_warm_processes_are_discarded_at_once() -> None:
-    pool = warm.Pool(2)
+    pool = warmpool.Pool(2)
     procs = list(pool.idle)
     assert len(procs) == 2 and all("hpo.warm" in cmdline(p.pid) for p in procs)
     pool.discard()
@@ -71,7 +71,7 @@ def test_unused_warm_processes_are_discarded_at_once() -> None:
 
 def test_a_dead_warm_process_is_skipped_and_none_left_means_start_one_as_usual(
         tmp_path: Path) -> None:
-    pool = warm.Pool(1)
+    pool = warmpool.Pool(1)
     (p,) = pool.idle
     p.kill()
     p.wait()
@@ -82,9 +82,9 @@ def test_a_dead_warm_process_is_skipped_and_none_left_means_start_one_as_usual(
 def test_a_warm_process_without_an_order_ends_when_its_supervisor_dies(tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
     supervisor = subprocess.run(
-        [sys.executable, "-c", "import os, signal; from hpo import warm; "
-         "warm.prestart(['hpo', 'search', 'x.toml', '--workers', '2']); "
-         "print(len(warm._pool.idle), flush=True); os.kill(os.getpid(), signal.SIGKILL)"],
+        [sys.executable, "-c", "import os, signal; from hpo.run import warmpool; "
+         "warmpool.prestart(['hpo', 'search', 'x.toml', '--workers', '2']); "
+         "print(len(warmpool._pool.idle), flush=True); os.kill(os.getpid(), signal.SIGKILL)"],
         env=hpo_env(WARM_TEST_MARK=mark), capture_output=True, text=True, timeout=60)
     assert supervisor.stdout.strip() == str(min(2, os.cpu_count() or 1))
     # Orphaned, each finishes importing, reads end-of-file and exits without a word.

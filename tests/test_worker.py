@@ -1,4 +1,4 @@
-"""hpo.worker as a unit: its supervisor watch (a killed `hpo search` leaves no worker running
+"""hpo.run.worker as a unit: its supervisor watch (a killed `hpo search` leaves no worker running
 unattended and no trial RUNNING, and loses no trained result), values told by metric name, and
 its retry wrapper. Real processes where the behaviour is about processes."""
 
@@ -15,12 +15,13 @@ import pytest
 from optuna.trial import TrialState
 from searchprocs import SECONDS_STUDY, by_state, mid_trial, peek_trials, running_search, wait_until
 
-import hpo.worker
-from hpo import optuna_api
-from hpo.retrying import WorkerError
-from hpo.storage import open_storage
-from hpo.study import create_study, load
-from hpo.studyfile import load_study_file
+import hpo.run.worker
+import hpo.store.recovery
+from hpo.errors import WorkerError
+from hpo.store import optuna_api
+from hpo.store.engines import open_storage
+from hpo.store.studies import create_study, load
+from hpo.study.parse import load_study_file
 
 
 def _alive(pid: int) -> bool:
@@ -72,7 +73,7 @@ def test_values_are_told_by_metric_name(tmp_path: Path, study_file: Callable[...
         spec = load_study_file(path)
         assert spec.directions == directions
         create_study(spec, open_storage(url, create=True))
-        summary = hpo.worker.run_worker(url, spec.name, worker_index=0)
+        summary = hpo.run.worker.run_worker(url, spec.name, worker_index=0)
         assert summary.completed == 1
         study, _ = load(spec.name, open_storage(url, heartbeat=False))
         t = study.trials[0]
@@ -94,13 +95,13 @@ def test_retry_gives_up_with_one_line_after_its_patience(monkeypatch: pytest.Mon
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server gone"))
 
     with pytest.raises(WorkerError, match="storage unreachable for 1 s while trying to count"):
-        hpo.worker.retry(down, "count", patience=1.0)
+        hpo.run.worker.retry(down, "count", patience=1.0)
     assert len(calls) >= 2  # it did retry before giving up
-    hpo.worker.STOP.reset()
-    hpo.worker.STOP.count = 1  # Ctrl-C meanwhile: no waiting out the outage
+    hpo.run.worker.STOP.reset()
+    hpo.run.worker.STOP.count = 1  # Ctrl-C meanwhile: no waiting out the outage
     with pytest.raises(KeyboardInterrupt):
-        hpo.worker.retry(down, "count", patience=60.0)
-    hpo.worker.STOP.reset()
+        hpo.run.worker.retry(down, "count", patience=60.0)
+    hpo.run.worker.STOP.reset()
 
 
 def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
@@ -113,7 +114,8 @@ def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
 
     import optuna
 
-    from hpo.storage import RETRY_OF_ATTR, RetryStaleTrial
+    from hpo.store.attrs import RETRY_OF_ATTR
+    from hpo.store.engines import RetryStaleTrial
 
     monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("HPO_GRACE_PERIOD", "2")
@@ -134,7 +136,7 @@ def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
     claimed: list[optuna.Trial | None] = []
     in_gap: list[bool] = []
     requeue = RetryStaleTrial.__call__
-    claim = threading.Thread(target=lambda: claimed.append(hpo.worker._claim(peer, other)))
+    claim = threading.Thread(target=lambda: claimed.append(hpo.run.worker._claim(peer, other)))
 
     def slow_requeue(self: RetryStaleTrial, study: optuna.Study, trial: Any) -> None:
         claim.start()
@@ -144,7 +146,7 @@ def test_a_claim_waits_while_a_stale_trial_is_failed_and_requeued(
 
     monkeypatch.setattr(RetryStaleTrial, "__call__", slow_requeue)
     watcher = open_storage(url)
-    hpo.worker.fail_stale(load(spec.name, watcher)[0], watcher)
+    hpo.store.recovery.fail_stale(load(spec.name, watcher)[0], watcher)
     claim.join(timeout=30)
     assert in_gap == [False], "a claim ran between the FAIL and the re-queue"
     (trial,) = claimed
@@ -160,8 +162,8 @@ def test_an_interrupt_lost_in_a_weakref_callback_still_ends_the_trial_at_the_nex
     import functools
     import weakref
 
-    from hpo import objective
-    from hpo.train import train
+    from hpo.run import objective
+    from hpo.task.train import train
 
     monkeypatch.setenv("HPO_ARTIFACTS", "none")
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
@@ -188,10 +190,10 @@ def test_an_interrupt_lost_in_a_weakref_callback_still_ends_the_trial_at_the_nex
         return train(cfg, tr, val, watch, **kw)
 
     with pytest.raises(KeyboardInterrupt):
-        hpo.worker.run_worker(url, spec.name, worker_index=0,
+        hpo.run.worker.run_worker(url, spec.name, worker_index=0,
                               run_trial=functools.partial(objective.run_trial, trainer=lossy))
     assert epochs == [1, 2, 3]  # ended at the check right after the lost interrupt
-    assert hpo.worker.STOP.requeued == 0
+    assert hpo.run.worker.STOP.requeued == 0
     study, _ = load(spec.name, open_storage(url, heartbeat=False))
     states = [(t.number, t.state) for t in study.trials]
     assert states == [(0, TrialState.FAIL), (1, TrialState.WAITING)]

@@ -43,10 +43,10 @@ def main() -> None:
     interpreter's teardown (torch's, SQLAlchemy's and Optuna's finalizers) took 0.5 s in a light
     command and about a second in a worker, time a user or a whole search waited for. `app`
     itself stays callable in-process (tests, notebooks) and never ends its caller's process."""
-    from hpo import warm
+    from hpo.run import warmpool
 
     try:
-        warm.prestart(sys.argv)  # `hpo search`: its workers import torch while it validates
+        warmpool.prestart(sys.argv)  # `hpo search`: its workers import torch while it validates
         load(sys.argv[1] if len(sys.argv) > 1 else None)()
         code: object = 0
     except SystemExit as e:
@@ -55,13 +55,13 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         code = 130
     finally:
-        warm.discard()
+        warmpool.discard()
     if not isinstance(code, int):  # sys.exit("message") or None, as Python would treat them
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
     logging.shutdown()
-    storage = sys.modules.get("hpo.storage")  # none to close where no storage was opened
+    storage = sys.modules.get("hpo.store.engines")  # none to close where no storage was opened
     if storage is not None:
         storage.close_storages()  # SQLite checkpoints and removes its -wal file on the last close
     sys.stdout.flush()

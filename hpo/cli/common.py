@@ -35,10 +35,10 @@ def warn(message: str) -> None:
 # is the order `hpo --help` lists them in. Each sibling registers two commands or more: a typer
 # app of one command would take that command's arguments as its own.
 COMMANDS = {"train": "train", "denoise": "train", "create": "search", "search": "search",
-            "worker": "search", "studies": "lookup", "best": "lookup", "trials": "query",
-            "rescore": "query", "evaluate": "query", "replay": "query", "export": "ops",
-            "dashboard": "ops", "baselines": "ops", "artifacts": "ops", "fail-stale": "maint",
-            "retry-failed": "maint"}
+            "worker": "search", "studies": "lookup", "best": "lookup", "trials": "lookup",
+            "rescore": "retrain", "evaluate": "retrain", "replay": "retrain", "export": "ops",
+            "dashboard": "ops", "baselines": "ops", "artifacts": "ops", "fail-stale": "recover",
+            "retry-failed": "recover"}
 ORDER = tuple(COMMANDS)
 
 
@@ -129,18 +129,19 @@ ArtifactsOpt = Annotated[str | None, typer.Option(
          "artifacts/ beside a SQLite database, else storage/artifacts.")]
 
 
-# Optuna's storage (hpo.storage, hpo.study: SQLAlchemy, Optuna's ORM, alembic; about a second
+# Optuna's storage (hpo.store.engines, hpo.store.studies: SQLAlchemy, Optuna's ORM, alembic; about
+# a second
 # of a fresh process) is imported when a command first opens one, not with the CLI: `hpo best`
 # and `hpo studies` on a SQLite file never do (hpo.cli.lookup).
 def open_storage_url(storage: str | None, create: bool = False,
                      heartbeat: bool = False) -> tuple[str, Any]:
-    from hpo.storage import open_storage
+    from hpo.store.engines import open_storage
 
     url = env.resolve_url(storage)
     return url, open_storage(url, create=create, heartbeat=heartbeat)
 
 
 def load_study(name: str, storage: str | None) -> tuple[Any, Any]:
-    from hpo.study import load
+    from hpo.store.studies import load
 
     return load(name, open_storage_url(storage)[1])

@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hpo.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.cli.common import (
     MAX_COUNT,
     MAX_SEED,
@@ -28,12 +27,13 @@ from hpo.cli.common import (
     out,
     warn,
 )
-from hpo.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
-from hpo.data import DataConfig
-from hpo.datasource import Source, source_of, verify
 from hpo.paths import check_output, writing
-from hpo.storage import mask
-from hpo.study import load
+from hpo.results.artifacts import export_model, prune_artifacts, resolve_dir
+from hpo.results.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
+from hpo.store.studies import load
+from hpo.store.urls import mask
+from hpo.task.curves import DataConfig
+from hpo.task.source import Source, verify
 
 artifacts_app = typer.Typer(help="Trial artifacts: each complete trial's picture and model file.",
                             no_args_is_help=True)
@@ -83,11 +83,11 @@ def baselines_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Classical denoisers (Savitzky-Golay, polynomial fit) chosen on validation, scored on test."""
-    from hpo.baselines import compute_baselines  # scipy: only this command needs it
+    from hpo.task.baselines import compute_baselines
 
     source: Source = DataConfig(seed=data_seed)
     if study is not None:
-        source = source_of(load(study, open_storage_url(storage)[1])[1])
+        source = load(study, open_storage_url(storage)[1])[1].source()
         verify(source, study)  # the study's own file, or one line naming it and its hash
     rows = compute_baselines(source)
     if isinstance(source, DataConfig):

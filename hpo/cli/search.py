@@ -28,13 +28,15 @@ from hpo.cli.common import (
     warn,
 )
 from hpo.env import resolve_url
-from hpo.queries import best_trials, trial_record
-from hpo.records import trials_table
-from hpo.search import check_logs, log_dir, next_steps, supervise
-from hpo.spec import StudySpec
-from hpo.storage import mask, open_storage, undo_new_sqlite_file
-from hpo.study import Creation, ensure_study
-from hpo.studyfile import load_study_file, memory_estimate
+from hpo.results.optuna_reader import best_trials, trial_record
+from hpo.results.records import trials_table
+from hpo.run.supervisor import check_logs, log_dir, next_steps, supervise
+from hpo.store.engines import open_storage, undo_new_sqlite_file
+from hpo.store.studies import Creation, ensure_study
+from hpo.store.urls import mask
+from hpo.study.construct import memory_estimate
+from hpo.study.parse import load_study_file
+from hpo.study.spec import StudySpec
 
 StudyFileArg = Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")]
 TrialsOpt = Annotated[int | None, typer.Option(
@@ -117,7 +119,7 @@ def worker(
     """Join an existing study from any machine; stop when its budget is reached."""
     import logging
 
-    from hpo.worker import STOP, run_worker  # torch: only a worker trains
+    from hpo.run.worker import STOP, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

@@ -25,12 +25,13 @@ from hpo.cli.common import (
     threads_or_env,
     warn,
 )
-from hpo.config import ConfigValueError, TrainConfig
-from hpo.data import DataConfig
-from hpo.datafile import FLAG_KEYS, FileData, describe_file, load_signals_file
-from hpo.datasource import Source, describe, sizes
 from hpo.errors import HpoError
 from hpo.paths import check_output, writing
+from hpo.task.config import ConfigValueError, TrainConfig
+from hpo.task.curves import DataConfig
+from hpo.task.datafile import FLAG_KEYS, FileData, describe_file
+from hpo.task.signals import load_signals_file
+from hpo.task.source import Source, describe, sizes
 
 SYNTHETIC_COUNTS = (200, 50, 1000)  # the protocol's training, validation and test curves
 FLAGS = {"n_train": "--train-curves", "n_val": "--val-curves", "n_test": "--test-curves",
@@ -89,9 +90,9 @@ def train(
     if save is not None:
         check_output(save, "--save")
     _check_memory(cfg, data)
-    from hpo.modelfile import save_model
-    from hpo.objective import train_and_test
-    from hpo.progress import epoch_bar
+    from hpo.cli.progress import epoch_bar
+    from hpo.task.fit import train_and_test
+    from hpo.task.modelfile import save_model
 
     with epoch_bar(epochs, enabled=not as_json) as on_epoch:
         result, test = train_and_test(cfg, data, on_epoch, keys=FLAG_KEYS)
@@ -199,8 +200,8 @@ def denoise(
 ) -> None:
     """Denoise your own signals with a saved model (normalized as it was trained)."""
     check_output(output, "--output", inputs=(input, model))
-    from hpo.modelfile import apply_model, load_model, trained_length
-    from hpo.signals import read_signals, write_signals
+    from hpo.task.modelfile import apply_model, load_model, trained_length
+    from hpo.task.signals import read_signals, write_signals
 
     net, meta = load_model(model)
     signals = (load_signals_file(input, what="--input") if input.suffix.lower() == ".npy"

@@ -1,0 +1,81 @@
+"""Maintenance commands registered on the main `hpo` app: bulk controls over failed and stale
+trials. Each command is one thin function over library code (hpo.store.recovery)."""
+
+from __future__ import annotations
+
+import typer
+
+from hpo.cli.common import JsonOpt, StorageOpt, StudyArg, app, emit_json, open_storage_url
+from hpo.store.recovery import fail_stale, retry_failed
+from hpo.store.studies import load
+
+
+def _pairs(pairs: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{a} -> {b}" for a, b in pairs)
+
+
+@app.command("retry-failed")
+def retry_failed_cmd(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-queue the parameters of every failed trial, once.
+
+    Trials already retried (by the workers or an earlier run) and parameters that ran or wait
+    elsewhere are skipped.
+    """
+    st = open_storage_url(storage)[1]
+    s, _ = load(study, st)
+    r = retry_failed(s, st)
+    if as_json:
+        emit_json({"requeued": [{"failed": a, "new": b} for a, b in r.requeued],
+                   "already_retried": r.already_retried, "params_taken": r.params_taken,
+                   "no_params": r.no_params, "finished": r.finished, "budget": r.budget})
+        return
+    typer.echo(f"re-queued {len(r.requeued)} failed trial(s) of '{study}'"
+               + (f": {_pairs(r.requeued)}" if r.requeued else ""))
+    for label, numbers in (("already retried", r.already_retried),
+                           ("parameters already ran or are queued elsewhere", r.params_taken),
+                           ("failed before any parameter was chosen", r.no_params)):
+        if numbers:
+            typer.echo(f"skipped {len(numbers)} ({label}): {', '.join(map(str, numbers))}")
+    if r.requeued and r.finished >= r.budget:
+        typer.echo(f"the budget ({r.budget}) is already met, so no worker will run them: raise "
+                   f"it with `hpo search STUDY_FILE --trials N` or `hpo create STUDY_FILE "
+                   f"--trials N`")
+
+
+@app.command("fail-stale")
+def fail_stale_cmd(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark RUNNING trials whose worker is gone as failed, and re-queue their parameters.
+
+    Gone: no heartbeat for HPO_GRACE_PERIOD seconds or, for a trial without heartbeats, a pid on
+    this host that no longer exists. Re-queues stop after HPO_MAX_RETRY per trial.
+    """
+    # Heartbeat settings on: they carry the grace period and the bounded retry callback.
+    st = open_storage_url(storage, heartbeat=True)[1]
+    s, _ = load(study, st)
+    r = fail_stale(s, st)
+    if as_json:
+        emit_json({"failed": [{"number": n, "reason": why} for n, why in r.failed],
+                   "requeued": [{"failed": a, "new": b} for a, b in r.requeued],
+                   "not_requeued": r.not_requeued, "unjudged": r.unjudged,
+                   "running": r.running})
+        return
+    typer.echo(f"failed {len(r.failed)} of {r.running} running trial(s) of '{study}'"
+               + (": " + "; ".join(f"{n} ({why})" for n, why in r.failed) if r.failed else ""))
+    if r.requeued:
+        typer.echo(f"re-queued their parameters: {_pairs(r.requeued)}")
+    if r.not_requeued:
+        typer.echo(f"not re-queued (out of retries, HPO_MAX_RETRY): "
+                   f"{', '.join(map(str, r.not_requeued))}")
+    if r.unjudged:
+        typer.echo(f"left alone (no heartbeat to judge by; their worker is alive, on another "
+                   f"host, or unknown): "
+                   f"{', '.join(map(str, r.unjudged))}")
+

@@ -1,0 +1,129 @@
+"""Read-only views of studies: summaries, best trials, trial listings (table, JSON, CSV).
+
+`hpo best` and `hpo studies` must answer quickly at any study size, so on SQL storage they never
+load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their learning
+curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
+database for the counts and the best trial ids instead, then load only those trials
+(bench/storage.py measures both paths). Records and their rendering are hpo.results.records'; on a
+SQLite file, `hpo best` and `hpo studies` are answered by hpo.results.sqlite_reader without Optuna
+at all, and come here only when it cannot answer. Like the whole core, imports neither torch nor
+matplotlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import HpoError
+from hpo.results.records import pareto_best, record, with_rescores
+from hpo.store import optuna_api, queries
+from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+from hpo.store.studies import load
+
+STATES = {s.name.lower(): s for s in TrialState}
+
+
+def trial_record(t: FrozenTrial) -> dict[str, Any]:
+    """One trial as plain JSON-able data: what a user scripts against (hpo.results.records)."""
+    return record(t.number, t.state.name, t.values, t.params, t.user_attrs, t.datetime_start,
+                  t.datetime_complete)
+
+
+def open_study(name: str, storage: optuna.storages.BaseStorage
+               ) -> tuple[optuna.Study, list[str]]:
+    """The study and its metrics, for read-only commands."""
+    study, spec = load(name, storage)
+    return study, list(spec.metrics)
+
+
+def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    rdb = optuna_api.rdb_of(storage)
+    counts = queries.state_counts_by_study(rdb) if rdb is not None else None
+    extremes = queries.value_extremes(rdb) if rdb is not None else None
+    out = []
+    for s in storage.get_all_studies():
+        n = {state: 0 for state in TrialState}
+        if counts is not None:
+            n.update(counts.get(optuna_api.summary_id(s), {}))
+        else:
+            try:
+                for t in storage.get_all_trials(optuna_api.summary_id(s), deepcopy=False):
+                    n[t.state] += 1
+            except KeyError:
+                continue  # deleted by someone else while we were listing: not a study any more
+        best = None
+        if len(s.directions) == 1 and n[TrialState.COMPLETE]:
+            if extremes is not None:
+                lo, hi = extremes.get(optuna_api.summary_id(s), (None, None))
+                best = hi if s.directions[0] == StudyDirection.MAXIMIZE else lo
+            else:
+                with contextlib.suppress(ValueError):
+                    best = storage.get_best_trial(optuna_api.summary_id(s)).value
+        out.append({
+            "name": s.study_name,
+            "directions": [d.name.lower() for d in s.directions],
+            "budget": s.user_attrs.get(BUDGET_ATTR),
+            "finished": n[TrialState.COMPLETE] + n[TrialState.PRUNED],
+            "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED],
+            "running": n[TrialState.RUNNING], "waiting": n[TrialState.WAITING],
+            "failed": n[TrialState.FAIL], "best_value": best,
+            "hpo": SPEC_ATTR in s.user_attrs,
+        })
+    return out
+
+
+def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """Single objective: the top K complete trials (ties: lower number first); two objectives:
+    the Pareto front, by the first objective. Only the trials returned are loaded in full."""
+    storage = optuna_api.storage_of(study)
+    rdb = optuna_api.rdb_of(storage)
+    if rdb is None:
+        return _best_trials_loaded(study, top)
+    sid = optuna_api.study_id(study)
+    if len(study.directions) > 1:
+        ids = _pareto_ids(rdb, sid, study.directions, top)
+    else:
+        ids = queries.top_ids(rdb, sid, study.direction, top)
+    return [storage.get_trial(i) for i in ids]
+
+
+def best_records(name: str, storage: optuna.storages.BaseStorage, top: int
+                 ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """`hpo best`'s answer: the study's metrics, the records of its best trials with their
+    rescores, and its rescore attr (hpo.results.sqlite_reader gives the same from a SQLite file)."""
+    study, metrics = open_study(name, storage)
+    rescored = study.user_attrs.get(RESCORE_ATTR)
+    return metrics, with_rescores(rescored, [trial_record(t) for t in best_trials(study, top)]), \
+        rescored
+
+
+def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The same answer from every trial loaded: for storages that are not SQL databases."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)[:top]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))[:top]
+
+
+def _pareto_ids(rdb: optuna.storages.RDBStorage, study_id: int,
+                directions: list[StudyDirection], top: int) -> list[int]:
+    rows = queries.complete_values(rdb, study_id)
+    by_trial: dict[int, tuple[int, list[float]]] = {}
+    for tid, number, objective, value in rows:
+        by_trial.setdefault(tid, (number, [math.nan] * len(directions)))[1][objective] = value
+    return pareto_best(by_trial, [d == StudyDirection.MAXIMIZE for d in directions], top)
+
+
+def parse_state(state: str | None) -> tuple[TrialState, ...] | None:
+    if state is None:
+        return None
+    if state.lower() not in STATES:
+        raise HpoError(f"--state: unknown state {state!r}; use one of {', '.join(STATES)}")
+    return (STATES[state.lower()],)

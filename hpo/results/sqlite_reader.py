@@ -1,0 +1,220 @@
+"""`hpo studies` and `hpo best` on a SQLite file, read with the standard library's sqlite3.
+
+In a fresh process these commands spent 1.2 of their 1.7 s importing Optuna and opening its
+RDBStorage (SQLAlchemy, Optuna's ORM models, alembic's schema check) to run three small queries.
+On a SQLite file, the default storage, they read Optuna's tables directly instead, through a
+connection that cannot write (PRAGMA query_only). What they rely on is Optuna's table layout at
+one schema revision (SCHEMA_REVISION). A file at another revision, a URL with options, a study
+hpo did not create, a parameter distribution not known here, or any database error gives None,
+and the command takes the Optuna path, which gives the same answer or the proper error.
+tests/test_lightread.py holds the contract: both paths agree, and the layout assumed here is the
+one Optuna writes. Like hpo.store.optuna_api, this is the only module that knows Optuna's tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hpo.results.records import pareto_best, record, with_rescores
+from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+
+SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test compares
+# Only a plain file URL: options (?mode=, ?uri=) or escapes are left to SQLAlchemy's parser.
+PLAIN_SQLITE = re.compile(r"^sqlite:///([^?%#]+)$")
+INFINITY = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")
+# What the queries below read of Optuna's tables (the contract test checks each exists).
+COLUMNS = {
+    "alembic_version": (),  # alembic's, not an Optuna model: the revision check reads it
+    "studies": ("study_id", "study_name"),
+    "study_directions": ("study_direction_id", "study_id", "direction"),
+    "study_user_attributes": ("study_id", "key", "value_json"),
+    "trials": ("trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete"),
+    "trial_values": ("trial_id", "objective", "value", "value_type"),
+    "trial_params": ("param_id", "trial_id", "param_name", "param_value", "distribution_json"),
+    "trial_user_attributes": ("trial_id", "key", "value_json"),
+}
+
+
+class NotHere(Exception):
+    """Not answerable without Optuna: the caller takes the Optuna path."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    m = PLAIN_SQLITE.match(url)
+    if m is None:
+        return None
+    path = Path(m.group(1))
+    return path if path.is_file() else None
+
+
+@contextlib.contextmanager
+def _reading(url: str) -> Iterator[sqlite3.Connection]:
+    path = sqlite_file(url)
+    if path is None:
+        raise NotHere(url)
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        con.execute("PRAGMA query_only = ON")
+        (revision,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        if revision != SCHEMA_REVISION:
+            raise NotHere(f"schema {revision}")
+        con.execute("BEGIN")  # one snapshot for every query of the answer
+        yield con
+    finally:
+        con.close()
+
+
+def _answer(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (NotHere, sqlite3.Error, LookupError, TypeError, ValueError):
+        return None  # json.JSONDecodeError is a ValueError
+
+
+def studies(url: str) -> list[dict[str, Any]] | None:
+    """hpo.results.optuna_reader.studies' rows, or None."""
+    return _answer(_studies, url)
+
+
+def _studies(url: str) -> list[dict[str, Any]]:
+    with _reading(url) as con:
+        names = con.execute("SELECT study_id, study_name FROM studies ORDER BY study_id").fetchall()
+        directions: dict[int, list[str]] = {}
+        for sid, d in con.execute("SELECT study_id, direction FROM study_directions "
+                                  "ORDER BY study_direction_id"):
+            directions.setdefault(sid, []).append(d.lower())
+        attrs: dict[int, dict[str, str]] = {}
+        for sid, key, value in con.execute(
+                "SELECT study_id, key, value_json FROM study_user_attributes WHERE key IN (?, ?)",
+                (SPEC_ATTR, BUDGET_ATTR)):
+            attrs.setdefault(sid, {})[key] = value
+        counts: dict[int, dict[str, int]] = {}
+        for sid, state, n in con.execute("SELECT study_id, state, count(*) FROM trials "
+                                         "GROUP BY study_id, state"):
+            counts.setdefault(sid, {})[state] = n
+        extremes: dict[int, list[float]] = {}
+        for sid, vtype, lo, hi in con.execute(
+                "SELECT t.study_id, v.value_type, min(v.value), max(v.value) FROM trials t "
+                "JOIN trial_values v ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE' AND "
+                "v.objective = 0 GROUP BY t.study_id, v.value_type"):
+            if vtype in INFINITY:
+                lo = hi = INFINITY[vtype]
+            extremes.setdefault(sid, []).extend([float(lo), float(hi)])
+    out = []
+    for sid, name in names:
+        n = {s: counts.get(sid, {}).get(s, 0) for s in STATES}
+        dirs = directions[sid]
+        best = None
+        if len(dirs) == 1 and n["COMPLETE"] and sid in extremes:
+            best = max(extremes[sid]) if dirs[0] == "maximize" else min(extremes[sid])
+        a = attrs.get(sid, {})
+        out.append({
+            "name": name, "directions": dirs,
+            "budget": json.loads(a[BUDGET_ATTR]) if BUDGET_ATTR in a else None,
+            "finished": n["COMPLETE"] + n["PRUNED"],
+            "complete": n["COMPLETE"], "pruned": n["PRUNED"], "running": n["RUNNING"],
+            "waiting": n["WAITING"], "failed": n["FAIL"], "best_value": best,
+            "hpo": SPEC_ATTR in a,
+        })
+    return out
+
+
+def best(url: str, name: str, top: int) -> tuple[list[str], list[dict[str, Any]],
+                                                  dict[str, Any] | None] | None:
+    """(the study's metrics, hpo.results.optuna_reader' records of its best trials with their
+    rescores, the
+    rescore attr), or None."""
+    return _answer(_best, url, name, top)
+
+
+def _best(url: str, name: str, top: int
+          ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    with _reading(url) as con:
+        (sid,) = con.execute("SELECT study_id FROM studies WHERE study_name = ?",
+                             (name,)).fetchone()  # an unknown name: TypeError, Optuna's path
+        dirs = [d for (d,) in con.execute("SELECT direction FROM study_directions WHERE "
+                                          "study_id = ? ORDER BY study_direction_id", (sid,))]
+        attrs = {k: json.loads(v) for k, v in con.execute(
+            "SELECT key, value_json FROM study_user_attributes WHERE study_id = ? AND key IN "
+            "(?, ?)", (sid, SPEC_ATTR, RESCORE_ATTR))}
+        metrics = list(attrs[SPEC_ATTR]["metrics"])  # no spec: not hpo's, Optuna's path says so
+        ids = _top_ids(con, sid, dirs[0], top) if len(dirs) == 1 else _pareto_ids(
+            con, sid, dirs, top)
+        records = [_record(con, tid) for tid in ids]
+    rescored = attrs.get(RESCORE_ATTR)
+    return metrics, with_rescores(rescored, records), rescored
+
+
+def _value(value: float | None, vtype: str) -> float:
+    return INFINITY[vtype] if vtype in INFINITY else float(value)  # type: ignore[arg-type]
+
+
+# Every statement is a constant with ? parameters: no value ever enters SQL text
+# (tests/test_security.py checks). Optuna ranks a stored infinity (a NULL value with its type)
+# by the type first; ties go to the lower trial number.
+TOP = {
+    "MAXIMIZE": "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY "
+                "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END DESC, "
+                "v.value DESC, t.number LIMIT ?",
+    "MINIMIZE": "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY "
+                "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END, "
+                "v.value, t.number LIMIT ?",
+}
+
+
+def _top_ids(con: sqlite3.Connection, sid: int, direction: str, top: int) -> list[int]:
+    return [tid for (tid,) in con.execute(TOP[direction], (sid, top))]
+
+
+def _pareto_ids(con: sqlite3.Connection, sid: int, dirs: list[str], top: int) -> list[int]:
+    by_trial: dict[int, tuple[int, list[float]]] = {}
+    for tid, number, objective, value, vtype in con.execute(
+            "SELECT t.trial_id, t.number, v.objective, v.value, v.value_type FROM trials t "
+            "JOIN trial_values v ON v.trial_id = t.trial_id WHERE t.study_id = ? AND "
+            "t.state = 'COMPLETE'", (sid,)):
+        by_trial.setdefault(tid, (number, [math.nan] * len(dirs)))[1][objective] = _value(
+            value, vtype)
+    return pareto_best(by_trial, [d == "MAXIMIZE" for d in dirs], top)
+
+
+def _record(con: sqlite3.Connection, tid: int) -> dict[str, Any]:
+    number, state, start, complete = con.execute(
+        "SELECT number, state, datetime_start, datetime_complete FROM trials WHERE trial_id = ?",
+        (tid,)).fetchone()
+    stored = con.execute("SELECT objective, value, value_type FROM trial_values WHERE "
+                         "trial_id = ? ORDER BY objective", (tid,)).fetchall()
+    values = [_value(v, vtype) for _, v, vtype in stored] or None
+    params = {p: _external(value, json.loads(dist)) for p, value, dist in con.execute(
+        "SELECT param_name, param_value, distribution_json FROM trial_params WHERE trial_id = ? "
+        "ORDER BY param_id", (tid,))}
+    attrs = {k: json.loads(v) for k, v in con.execute(
+        "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = ?", (tid,))}
+    return record(number, state, values, params, attrs, _time(start), _time(complete))
+
+
+def _external(value: float, dist: dict[str, Any]) -> Any:
+    """A stored parameter as the user sees it (Optuna's `to_external_repr`)."""
+    kind = dist["name"]
+    if kind == "CategoricalDistribution":
+        return dist["attributes"]["choices"][int(value)]
+    if kind in ("IntDistribution", "IntUniformDistribution", "IntLogUniformDistribution"):
+        return int(value)
+    if kind in ("FloatDistribution", "UniformDistribution", "LogUniformDistribution",
+                "DiscreteUniformDistribution"):
+        return float(value)
+    raise NotHere(kind)
+
+
+def _time(stored: str | None) -> datetime | None:
+    return datetime.fromisoformat(stored) if stored else None

@@ -1,0 +1,149 @@
+"""The numbers we publish: retrain the best configurations on several seeds and score them on the
+held-out test split that no search ever saw; and replay any trial exactly from its seed.
+
+Both use the study's own data (hpo.task.source): a file study's file is checked against the sha256
+the study recorded before anything trains, and scores are on the signals' original scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from hpo.errors import HpoError
+from hpo.results.optuna_reader import best_trials
+from hpo.store.attrs import RESCORE_ATTR
+from hpo.study.spec import StudySpec, trial_seed
+from hpo.task.curves import DataConfig
+from hpo.task.fit import fit_source, held_out_score
+from hpo.task.source import verify
+
+EVAL_ATTR = "hpo:evaluation"
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: StudySpec
+    number: int
+    params: dict[str, Any]
+    seed: int
+    threads: int
+    study: str | None = None  # names the study in a data file's messages
+    val_curves: int | None = None  # rescoring: this many validation curves, not the study's
+
+
+def run_job(job: Job) -> dict[str, float]:
+    data = job.spec.source(job.params)
+    if job.val_curves is not None and isinstance(data, DataConfig):
+        data = dataclasses.replace(data, n_val=job.val_curves)
+    result = fit_source(job.spec.train_config(job.params, job.seed, job.threads), data,
+                        study=job.study)
+    test = held_out_score(result, data, job.study)
+    return {"val": result.val_removed, "test": test, "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds}
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
+                 workers: int | None = None, threads: int = 1) -> list[dict[str, Any]]:
+    """Retrains each of the top trials `seeds` times (its own seeds first) and scores on test."""
+    trials = best_trials(study, top)
+    if not trials:
+        raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "
+                       f"`hpo search` or `hpo worker {study.study_name}` first")
+    verify(spec.source(), study.study_name)  # one line here, not a traceback from a pool process
+    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+                study.study_name) for t in trials for r in range(seeds)]
+    results = _run(jobs, workers)
+    rows = []
+    for i, t in enumerate(trials):
+        chunk = results[i * seeds:(i + 1) * seeds]
+        val_m, val_s = mean_std([r["val"] for r in chunk])
+        test_m, test_s = mean_std([r["test"] for r in chunk])
+        rows.append({"number": t.number, "params": t.params, "search_value": t.values[0],
+                     "val_mean": val_m, "val_std": val_s, "test_mean": test_m, "test_std": test_s,
+                     "seeds": seeds,
+                     "train_seconds": sum(r["seconds"] for r in chunk) / seeds,
+                     "cpu_seconds": sum(r["cpu_seconds"] for r in chunk) / seeds})
+    study.set_user_attr(EVAL_ATTR, {str(r["number"]): r for r in rows})
+    return rows
+
+
+def _run(jobs: list[Job], workers: int | None) -> list[dict[str, float]]:
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(run_job, jobs))
+    return [run_job(j) for j in jobs]
+
+
+def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
+                val_curves: int | None, workers: int | None = None, threads: int = 1
+                ) -> list[dict[str, Any]]:
+    """Selection that survives noise: retrains the top trials on `seeds` seeds (their own first)
+    and scores each on `val_curves` validation curves (default: the study's), so that the best
+    is picked on more than one seed and 50 curves. Test curves stay unseen. The results are
+    kept in the study's RESCORE_ATTR, which `hpo best` shows."""
+    trials = best_trials(study, top)
+    if not trials:
+        raise HpoError(f"study '{study.study_name}' has no complete trial to rescore yet; run "
+                       f"`hpo search` or `hpo worker {study.study_name}` first")
+    if len(study.directions) > 1:
+        raise HpoError(f"study '{study.study_name}' has two objectives: its Pareto front has no "
+                       "single best to rescore; use `hpo evaluate`")
+    if val_curves is not None and spec.file_data() is not None:
+        raise HpoError("--val-curves: a data.file study validates on its file's own signals; "
+                       "drop it and rescore with --seeds")
+    verify(spec.source(), study.study_name)
+    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+                study.study_name, val_curves) for t in trials for r in range(seeds)]
+    results = _run(jobs, workers)
+    fd = spec.file_data()
+    n_val = fd.sizes()[1] if fd is not None else (
+        val_curves or spec.data_config(trials[0].params).n_val)
+    rows = []
+    for i, t in enumerate(trials):
+        m, sd = mean_std([r["val"] for r in results[i * seeds:(i + 1) * seeds]])
+        rows.append({"number": t.number, "params": t.params, "search_value": t.values[0],
+                     "val_mean": round(m, 4), "val_std": round(sd, 4), "seeds": seeds,
+                     "val_curves": n_val})
+    rows.sort(key=lambda r: -r["val_mean"])  # val_removed is maximized
+    study.set_user_attr(RESCORE_ATTR, {str(r["number"]): r for r in rows})
+    return rows
+
+
+def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
+           ) -> dict[str, Any]:
+    """Retrains trial `number` with its recorded seeds and compares with what it recorded."""
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        raise HpoError(f"study '{study.study_name}' has no trial {number}; it has trials 0.."
+                       f"{len(trials) - 1}")
+    t = match[0]
+    if not t.params or "seeds" not in t.user_attrs:
+        raise HpoError(f"trial {number} of '{study.study_name}' never started training "
+                       f"(state {t.state.name.lower()}); nothing to replay")
+    if t.state != optuna.trial.TrialState.COMPLETE or "val_removed_per_seed" not in t.user_attrs:
+        why = f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""
+        raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
+                       "it recorded no final score to compare with; replay a complete trial")
+    verify(spec.source(), study.study_name)
+    vals = [run_job(Job(spec, number, t.params, int(s), threads, study.study_name))["val"]
+            for s in t.user_attrs["seeds"]]
+    recorded = t.user_attrs.get("val_removed_per_seed")
+    return {"number": number, "params": t.params, "state": t.state.name.lower(),
+            "seeds": t.user_attrs["seeds"], "recorded": recorded,
+            "replayed": [round(v, 4) for v in vals],
+            "identical": recorded is not None and [round(v, 4) for v in vals] == recorded}

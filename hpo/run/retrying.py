@@ -1,0 +1,51 @@
+"""Waiting out a database that restarts or is briefly unreachable.
+
+Every storage call a worker or the `hpo search` supervisor makes goes through `retry`, which
+retries Optuna's and SQLAlchemy's storage errors with a capped exponential backoff for up to
+HPO_STORAGE_RETRY_SECONDS (300 s) and then gives up with one line. torch-free: the supervisor
+uses it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import optuna
+import sqlalchemy
+
+from hpo import env
+from hpo.errors import WorkerError
+from hpo.run import timing
+
+log = logging.getLogger("hpo.worker")
+T = TypeVar("T")
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+
+
+def retry(fn: Callable[[], T], what: str, patience: float | None = None,
+          stop_requested: Callable[[], bool] = lambda: False, kind: str = timing.OTHER) -> T:
+    """Calls fn, retrying storage errors; `stop_requested` ends the wait at once (Ctrl-C).
+    `kind` is what hpo.run.timing reports the call as."""
+    with timing.timed(kind):
+        return _retry(fn, what, patience, stop_requested)
+
+
+def _retry(fn: Callable[[], T], what: str, patience: float | None,
+           stop_requested: Callable[[], bool]) -> T:
+    patience = env.storage_retry_seconds() if patience is None else patience
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return fn()
+        except STORAGE_ERRORS as e:
+            if stop_requested():  # asked to stop: don't sit out an outage first
+                raise KeyboardInterrupt from e
+            if time.monotonic() > deadline:
+                raise WorkerError(f"storage unreachable for {patience:.0f} s while trying to "
+                                  f"{what}; giving up") from e
+            log.warning("storage error while trying to %s; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

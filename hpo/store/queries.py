@@ -1,0 +1,164 @@
+"""Every query hpo makes on Optuna's tables, in one module beside its private API.
+
+hpo asks the database what Optuna would answer only by loading every trial: counts per state,
+the best values and trials, and which artifacts a study's trials reference. One grouped query
+costs the same with 10 trials or 10,000 (bench/storage.py measures both paths). The tables are
+Optuna's models (hpo.store.optuna_api.models); tests/store/test_optuna_api.py holds this module
+to the same answers on SQLite, PostgreSQL and MySQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import optuna
+import sqlalchemy as sa
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from hpo.store import optuna_api
+from hpo.store.attrs import ARTIFACT_PREFIX, DASHBOARD_PREFIX, dashboard_trial
+
+# Optuna names every artifact by a uuid4; anything else in a key is not ours to touch.
+ARTIFACT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def state_counts_by_study(rdb: optuna.storages.RDBStorage, sid: int | None = None
+                          ) -> dict[int, dict[TrialState, int]]:
+    """Trials per study and state (of one study, given `sid`), counted by the database in one
+    grouped query rather than by loading every trial with its params, attrs and intermediate
+    values, as get_trials does."""
+    T = optuna_api.models().TrialModel
+    query = sa.select(T.study_id, T.state, sa.func.count())
+    if sid is not None:
+        query = query.where(T.study_id == sid)
+    out: dict[int, dict[TrialState, int]] = {}
+    with rdb.engine.connect() as con:
+        for study, state, n in con.execute(query.group_by(T.study_id, T.state)):
+            out.setdefault(study, {})[state] = int(n)
+    return out
+
+
+def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, int]:
+    """One study's trials per state, every state present (0 when none)."""
+    return {**dict.fromkeys(TrialState, 0), **state_counts_by_study(rdb, sid).get(sid, {})}
+
+
+def value_extremes(rdb: optuna.storages.RDBStorage
+                    ) -> dict[int, tuple[float | None, float | None]]:
+    """(lowest, highest) first-objective value of each study's complete trials, in one query;
+    infinities (stored as NULL values with a type) included."""
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
+
+    kind = V.TrialValueType
+    found: dict[int, list[float]] = {}
+    query = (sa.select(T.study_id, V.value_type, sa.func.min(V.value), sa.func.max(V.value))
+             .join(V, V.trial_id == T.trial_id)
+             .where(T.state == TrialState.COMPLETE, V.objective == 0)
+             .group_by(T.study_id, V.value_type))
+    with rdb.engine.connect() as con:
+        for study_id, vtype, lo, hi in con.execute(query):
+            if vtype == kind.INF_POS:
+                lo = hi = math.inf
+            elif vtype == kind.INF_NEG:
+                lo = hi = -math.inf
+            found.setdefault(study_id, []).extend([lo, hi])
+    return {sid: (min(v), max(v)) for sid, v in found.items()}
+
+
+def complete_values(rdb: optuna.storages.RDBStorage, study_id: int
+                     ) -> list[tuple[int, int, int, float]]:
+    """(trial id, number, objective, value) of the study's complete trials, values as floats."""
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
+
+    kind = V.TrialValueType
+    # Optuna stores an infinity as a NULL value with its type; finite values as themselves.
+    inf = {kind.INF_POS: math.inf, kind.INF_NEG: -math.inf}
+    query = (sa.select(T.trial_id, T.number, V.objective, V.value, V.value_type)
+             .join(V, V.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE))
+    with rdb.engine.connect() as con:
+        return [(tid, number, objective, inf.get(vtype, value))
+                for tid, number, objective, value, vtype in con.execute(query)]
+
+
+def top_ids(rdb: optuna.storages.RDBStorage, study_id: int, direction: StudyDirection,
+             top: int) -> list[int]:
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
+
+    # Infinities are stored as NULL values with a type; rank them by type first, as Optuna does.
+    kind = V.TrialValueType
+    rank = sa.case((V.value_type == kind.INF_NEG, -1), (V.value_type == kind.FINITE, 0),
+                   else_=1)
+    order = ([rank.desc(), V.value.desc()] if direction == StudyDirection.MAXIMIZE
+             else [rank, V.value])
+    query = (sa.select(T.trial_id).join(V, V.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE, V.objective == 0)
+             .order_by(*order, T.number).limit(top))
+    with rdb.engine.connect() as con:
+        return [row[0] for row in con.execute(query)]
+
+
+# Optuna has no delete. The dashboard deletes by overwriting the metadata with the JSON string
+# "null", which its listings skip; prune writes the same marker, so that a trial pruned here looks
+# to the dashboard exactly like one whose artifact was deleted from its page.
+REMOVED = json.dumps("null")
+
+
+def _live(value_json: str | None) -> bool:
+    return value_json not in (None, "null", REMOVED)
+
+
+def artifact_references(rdb: optuna.storages.RDBStorage, ids: set[str]
+                ) -> list[tuple[str, int, str, str]]:
+    """Every live reference to `ids` in the whole database: (table, owner id, key, id). A study
+    copied with optuna.copy_study shares its artifact ids with the original."""
+    models = optuna_api.models()
+    ts = models.TrialSystemAttributeModel.__table__
+    ss = models.StudySystemAttributeModel.__table__
+    out: list[tuple[str, int, str, str]] = []
+    with rdb.engine.connect() as con:
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 200):
+            keys = [ARTIFACT_PREFIX + a for a in ordered[i:i + 200]]
+            rows = con.execute(sa.select(ts.c.trial_id, ts.c.key, ts.c.value_json)
+                               .where(ts.c.key.in_(keys)))
+            out += [("trial", r[0], r[1], r[1][len(ARTIFACT_PREFIX):]) for r in rows if _live(r[2])]
+        rows = con.execute(sa.select(ss.c.study_id, ss.c.key, ss.c.value_json).where(
+            sa.or_(ss.c.key.like(ARTIFACT_PREFIX + "%"), ss.c.key.like(DASHBOARD_PREFIX + "%"))))
+        out += [("study", r[0], r[1], r[1].rsplit(":", 1)[-1]) for r in rows
+                if _live(r[2]) and r[1].rsplit(":", 1)[-1] in ids]
+    return out
+
+
+def artifact_ids(rdb: optuna.storages.RDBStorage, study_id: int, trial_ids: set[int]
+                 ) -> set[str]:
+    """The artifact ids (uuids only) recorded on these trials, or uploaded to them from the
+    dashboard's page."""
+    ids = set()
+    for tid in trial_ids:
+        for k, v in rdb.get_trial_system_attrs(tid).items():
+            if k.startswith(ARTIFACT_PREFIX) and v not in (None, "null"):
+                ids.add(k[len(ARTIFACT_PREFIX):])
+    for k, v in rdb.get_study_system_attrs(study_id).items():
+        if dashboard_trial(k) in trial_ids and v not in (None, "null"):
+            ids.add(k.rsplit(":", 1)[-1])
+    return {i for i in ids if ARTIFACT_ID.match(i)}
+
+
+def mark_removed(rdb: optuna.storages.RDBStorage, refs: list[tuple[str, int, str, str]]) -> None:
+    """Marks each reference (from artifact_references) removed, in one transaction, as the
+    dashboard does when a user deletes an artifact from its page."""
+    models = optuna_api.models()
+    ts = models.TrialSystemAttributeModel.__table__
+    ss = models.StudySystemAttributeModel.__table__
+    with rdb.engine.begin() as con:
+        for table, owner, key, _ in refs:
+            tbl, col = (ts, ts.c.trial_id) if table == "trial" else (ss, ss.c.study_id)
+            con.execute(sa.update(tbl).where(col == owner, tbl.c.key == key)
+                        .values(value_json=REMOVED))

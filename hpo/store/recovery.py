@@ -1,0 +1,193 @@
+"""Recovering a study's failed and abandoned trials, in one place: the workers' own stale check,
+`hpo fail-stale`, `hpo retry-failed`, and the re-queue of an interrupted trial.
+
+Every re-queue goes through the workers' own retry callback (hpo.store.engines.RetryStaleTrial), so
+the
+`retry_history` that Optuna keeps on each new attempt is the one record of what has been retried:
+a failed trial whose number appears in any trial's retry_history already has a successor and is
+never queued again, whether the workers, `fail-stale` or an earlier `retry-failed` queued it.
+
+Which RUNNING trials `fail-stale` declares dead:
+* trials with a heartbeat row (every trial an hpo worker runs): when the last beat is older than
+  the grace period (HPO_GRACE_PERIOD), exactly as the workers decide it;
+* trials without one (an `optuna ask` client, a worker of an older version): only when the trial
+  ran on this host and the process id it recorded no longer exists (or is a zombie). A trial from
+  another host, or without a recorded pid, cannot be judged and is left alone and reported. A pid
+  reused by an unrelated process keeps its trial RUNNING: the error is on the safe side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import env
+from hpo.store import optuna_api
+from hpo.store.attrs import FAIL_REASON_ATTR, HOST_ATTR, PID_ATTR, RETRY_HISTORY
+from hpo.store.engines import RetryStaleTrial
+from hpo.store.studies import budget_lock, counts
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that already have a successor (a re-queued copy of their params)."""
+    return {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
+
+
+def _params_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def _successor(trials: list[FrozenTrial], number: int) -> int | None:
+    for t in trials:
+        history = t.system_attrs.get(RETRY_HISTORY, [])
+        if history and history[-1] == number:
+            return t.number
+    return None
+
+
+@dataclass
+class RetryReport:
+    requeued: list[tuple[int, int]] = field(default_factory=list)  # (failed, new trial)
+    already_retried: list[int] = field(default_factory=list)
+    params_taken: list[int] = field(default_factory=list)  # same params finished/queued elsewhere
+    no_params: list[int] = field(default_factory=list)  # failed before suggesting anything
+    budget: int = 0
+    finished: int = 0
+
+
+def retry_failed(study: optuna.Study, storage: optuna.storages.RDBStorage) -> RetryReport:
+    """Re-queues the params of each failed trial that has no successor yet, once.
+
+    A failed trial whose params another trial already ran, runs or waits to run is skipped: in a
+    grid or points study a second copy would run a point twice. Manual retries ignore
+    HPO_MAX_RETRY (that bounds the automatic ones); each failed trial still gets at most one.
+    """
+    report = RetryReport()
+    # Under the budget lock two concurrent `retry-failed` runs cannot both queue the same trial.
+    with budget_lock(storage, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        taken = {_params_key(t.params) for t in trials if t.state != TrialState.FAIL}
+        requeue = RetryStaleTrial(max_retry=None)
+        queued: list[int] = []
+        for t in trials:
+            if t.state != TrialState.FAIL:
+                continue
+            key = _params_key(t.params)
+            if t.number in retried:
+                report.already_retried.append(t.number)
+            elif not t.params:
+                report.no_params.append(t.number)
+            elif key in taken:
+                report.params_taken.append(t.number)
+            else:
+                requeue(study, copy.deepcopy(t))
+                taken.add(key)
+                queued.append(t.number)
+        after = study.get_trials(deepcopy=False)
+    for n in queued:
+        new = _successor(after, n)
+        assert new is not None, f"trial {n} was re-queued but no successor is stored"
+        report.requeued.append((n, new))
+    c = counts(study)
+    report.budget, report.finished = c.budget, c.finished
+    return report
+
+
+@dataclass
+class StaleReport:
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (number, why)
+    requeued: list[tuple[int, int]] = field(default_factory=list)  # (failed, new trial)
+    not_requeued: list[int] = field(default_factory=list)  # out of retries (HPO_MAX_RETRY)
+    unjudged: list[int] = field(default_factory=list)  # no heartbeat, not on this host or no pid
+    running: int = 0
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a killed worker not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
+               judge_pids: bool = True, by: str = "`hpo fail-stale`") -> StaleReport:
+    """Fails the RUNNING trials whose worker is gone (see the module notes) and re-queues their
+    params as the workers would, at most HPO_MAX_RETRY times per lineage. `by` ends each
+    reason: who declared the trial dead.
+
+    Workers call this before every claim and from their heartbeat threads, with judge_pids off:
+    then it costs one read (the stale ids), and the rest runs only when a trial is stale, which
+    is rare. Everything is failed and re-queued under the budget lock: Optuna would commit the
+    FAIL first and add the re-queued copy after, and a claim in between would see room in the
+    budget and no waiting trial, start a fresh trial that fills the budget, and strand the dead
+    trial's parameters WAITING for ever (CI caught it in
+    test_host_lost_mid_trial_its_trial_is_retried_elsewhere)."""
+    report = StaleReport()
+    stale = set(optuna_api.stale_trial_ids(storage, optuna_api.study_id(study)))
+    if not stale and not judge_pids:
+        return report
+    grace = storage.grace_period
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    report.running = len(running)
+    dead: list[tuple[FrozenTrial, str]] = []
+    for t in running:
+        if optuna_api.trial_id(t) in stale:
+            dead.append((t, f"no heartbeat for more than {grace} s: its worker is gone ({by})"))
+        elif judge_pids and not optuna_api.has_heartbeat(storage, optuna_api.trial_id(t)):
+            pid = t.user_attrs.get(PID_ATTR)
+            if t.user_attrs.get(HOST_ATTR) == host and isinstance(pid, int) and not pid_alive(pid):
+                dead.append((t, f"its worker (pid {pid} on {host}) is gone ({by})"))
+            else:
+                report.unjudged.append(t.number)
+    callback = (storage.get_heartbeat_stale_trial_callback()
+                or RetryStaleTrial(env.heartbeat_settings()[2]))
+    failed: list[int] = []
+    st = optuna_api.storage_of(study)  # through the study's cache, so its later reads see them
+    with budget_lock(storage, study.study_name) if dead else contextlib.nullcontext():
+        for t, why in dead:
+            try:
+                tid = optuna_api.trial_id(t)
+                st.set_trial_user_attr(tid, FAIL_REASON_ATTR, why)
+                if not st.set_trial_state_values(tid, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished (or a worker failed it) meanwhile: not ours to touch
+            report.failed.append((t.number, why))
+            failed.append(t.number)
+            callback(study, copy.deepcopy(st.get_trial(tid)))
+    after = study.get_trials(deepcopy=False)
+    for n in failed:
+        new = _successor(after, n)
+        if new is None:
+            report.not_requeued.append(n)
+        else:
+            report.requeued.append((n, new))
+    return report
+
+
+def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
+    """Re-queues a failed trial's parameters through Optuna's own retry bookkeeping, so retry
+    history and the retry limit are shared with heartbeat-stale retries."""
+    storage = optuna_api.storage_of(study)
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    if callback is None:
+        callback = RetryStaleTrial(max_retry=env.heartbeat_settings()[2])
+    callback(study, frozen)
