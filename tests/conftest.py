@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import tomli_w
 
-from hpo.task.curves import DataConfig, Split, make_split
-
-# A few curves of the protocol's shape (length 80); enough for the training loop to learn a bit.
-TINY_DATA = DataConfig(seed=0, n_train=20, n_val=10, n_test=10)
+from hpo.task.curves import Split, make_split
+from tests.support.backends import backend_url
+from tests.support.studies import TINY_DATA, TINY_STUDY
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -47,38 +46,10 @@ def tiny_splits() -> tuple[Split, Split]:
 # set (.ci/run sets both) and are skipped with the reason otherwise. Server databases are shared
 # between tests, so every test uses its own study names (see `study_file`).
 
-SERVER_ENV = {"postgresql": "HPO_TEST_POSTGRES_URL", "mysql": "HPO_TEST_MYSQL_URL"}
-
-
-def backend_url(backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'hpo.db'}"
-    url = os.environ.get(SERVER_ENV[backend])
-    if not url:
-        pytest.skip(f"{backend} tests need ${SERVER_ENV[backend]} (a database URL); "
-                    ".ci/run sets it")
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A storage URL for each backend in turn."""
     return backend_url(request.param, tmp_path)
-
-
-# A tiny study: trials of a fraction of a second, for tests of the search machinery.
-TINY_STUDY: dict[str, Any] = {
-    "trials": 8,
-    "seed": 0,
-    "sampler": {"type": "tpe", "n_startup_trials": 4},
-    "pruner": {"type": "none"},
-    "space": {
-        "hidden_size": {"type": "int", "low": 4, "high": 8},
-        "shift": {"type": "int", "low": 0, "high": 5},
-        "epochs": {"type": "int", "low": 2, "high": 4},
-    },
-    "data": {"seed": 0, "train": 20, "val": 10, "test": 10},
-}
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def warn(message: str) -> None:
 
 
 # Each command and the sibling module that registers it (hpo.cli.main imports only that one;
-# tests/test_cli_main.py checks the map against the app), in the order a user meets them, which
+# tests/cli/test_main.py checks the map against the app), in the order a user meets them, which
 # is the order `hpo --help` lists them in. Each sibling registers two commands or more: a typer
 # app of one command would take that command's arguments as its own.
 COMMANDS = {"train": "train", "denoise": "train", "create": "search", "search": "search",

@@ -7,8 +7,9 @@ connection that cannot write (PRAGMA query_only). What they rely on is Optuna's 
 one schema revision (SCHEMA_REVISION). A file at another revision, a URL with options, a study
 hpo did not create, a parameter distribution not known here, or any database error gives None,
 and the command takes the Optuna path, which gives the same answer or the proper error.
-tests/test_lightread.py holds the contract: both paths agree, and the layout assumed here is the
-one Optuna writes. Like hpo.store.optuna_api, this is the only module that knows Optuna's tables.
+tests/results/test_sqlite_reader.py holds the contract: both paths agree, and the layout assumed
+here is the one Optuna writes. Beside hpo.store (optuna_api, queries), this is the only module
+that knows Optuna's tables.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ def _value(value: float | None, vtype: str) -> float:
 
 
 # Every statement is a constant with ? parameters: no value ever enters SQL text
-# (tests/test_security.py checks). Optuna ranks a stored infinity (a NULL value with its type)
-# by the type first; ties go to the lower trial number.
+# (tests/system/test_security.py checks). Optuna ranks a stored infinity (a NULL value with its
+# type) by the type first; ties go to the lower trial number.
 TOP = {
     "MAXIMIZE": "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
                 "WHERE t.study_id = ? AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY "

@@ -4,7 +4,7 @@ hpo needs a few things Optuna does not offer publicly: writing several user attr
 transaction, creating a study with its attrs and queued trials atomically, counting and ranking
 trials in SQL instead of loading them all, the ids behind Study and Trial objects, the stale
 trial ids that heartbeats produce, and the directory of a FileSystemArtifactStore. They all live
-here, so an Optuna release that changes one breaks one module, and `tests/test_optuna_api.py`
+here, so an Optuna release that changes one breaks one module, and `tests/store/test_optuna_api.py`
 (run over SQLite, PostgreSQL and MySQL) fails naming the call. `PRIVATE` lists each name this
 module relies on; `missing_private_names()` checks they still exist.
 """

@@ -1,6 +1,6 @@
 """A private lab of "hosts" for multi-host tests: Linux network namespaces on one machine.
 
-Not a test module (no test_ prefix): tests/test_hosts.py imports it.
+Not a test module (no test_ prefix): tests/system/test_hosts.py imports it.
 
 The lab is one switch namespace holding a bridge, and one namespace per host joined to it by a
 veth pair (`eth0` in the host, `p-NAME` on the bridge), all in 10.213.0.0/24. Nothing is added to

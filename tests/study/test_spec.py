@@ -20,7 +20,7 @@ from hpo.study.strategies import PrunerSpec, SamplerSpec
 from hpo.task.config import ConfigValueError, TrainConfig
 from hpo.task.curves import DataConfig
 
-STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.toml"))
 
 # The stored form of a study as the release before SamplerSpec/PrunerSpec wrote it: `asdict` of
 # a spec whose sampler and pruner were plain dicts, through JSON (lists, not tuples).

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from searchprocs import cmdline, hpo_env, read_trials, wait_until
 
 from hpo.run import warmpool
+from tests.support.searchprocs import cmdline, hpo_env, read_trials, wait_until
 
 
 def _marked(mark: str) -> list[int]:

@@ -1,6 +1,6 @@
 """Many hosts for real: workers on separate network hosts, a link cut mid-trial, a host lost.
 
-Each test runs one study on a lab of Linux network namespaces (tests/netns.py): a "db" host
+Each test runs one study on a lab of Linux network namespaces (tests/support/netns.py): a "db" host
 with a private PostgreSQL, and three worker hosts h1, h2, h3, each with its own host name,
 joined by veth pairs to one bridge and sharing one artifacts directory, as NFS would share it.
 The workers are real `hpo worker` processes that reach the database over TCP; the faults are
@@ -37,16 +37,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import netns
 import optuna
 import pytest
 import sqlalchemy
 import tomli_w
-from netns import Host, Lab, LabUnavailable
 from optuna.trial import FrozenTrial, TrialState
-from searchprocs import FINISHED, SECONDS_STUDY, by_state, hpo_env, successors
 
 from hpo.errors import HpoError
+from tests.support import netns
+from tests.support.netns import Host, Lab, LabUnavailable
+from tests.support.searchprocs import FINISHED, SECONDS_STUDY, by_state, hpo_env, successors
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +70,8 @@ HOST_STUDY: dict[str, Any] = {
     "train": {"batch_size": 5},  # as many steps as 200 curves in batches of 10: trials learn
     "data": {**SECONDS_STUDY["data"], "train": 100},
 }
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "faults.json"
-COMMAND = ".venv/bin/python -m pytest -m slow tests/test_hosts.py"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "faults.json"
+COMMAND = ".venv/bin/python -m pytest -m slow tests/system/test_hosts.py"
 HPO = [sys.executable, "-m", "hpo"]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")

@@ -28,7 +28,7 @@ from hpo.task.datafile import (
 from hpo.task.normalize import fit_scale
 from hpo.task.signals import file_digest, load_signals_file, read_shape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def signals(n: int = 40, length: int = 16, seed: int = 0) -> np.ndarray:

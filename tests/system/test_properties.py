@@ -1,5 +1,5 @@
 """Property-based bad-input tests: hypothesis GENERATES study files, flag values, paths and
-environment values instead of listing them (tests/test_bad_input.py is the listed corpus).
+environment values instead of listing them (tests/system/test_bad_input.py is the listed corpus).
 
 The property, everywhere: an input either works (exit 0, and the study, output or result is
 really there) or is refused by the contract: exactly one line on stderr starting with `error: `
@@ -17,9 +17,9 @@ real workers (subprocess.Popen is replaced by stand-ins that exit at once, and c
 trainings are kept tiny.
 
 Sizes: the default run does a bounded number of examples (about a minute on two cores); the tests
-marked slow (`pytest -m slow tests/test_properties.py`) do HPO_HYPOTHESIS_EXAMPLES examples in
-total (default 10000), shared between the same properties. `--hypothesis-show-statistics` shows
-how many inputs were accepted, refused, and why.
+marked slow (`pytest -m slow tests/system/test_properties.py`) do HPO_HYPOTHESIS_EXAMPLES
+examples in total (default 10000), shared between the same properties.
+`--hypothesis-show-statistics` shows how many inputs were accepted, refused, and why.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ from hpo.cli import app
 from hpo.errors import HpoError, one_line
 from hpo.study.parse import load_study_file
 from hpo.study.spec import StudySpec
+from tests.support.snapshots import sqlite_snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LONG_TOTAL = max(int(os.environ.get("HPO_HYPOTHESIS_EXAMPLES", "10000")), 100)
 MACHINE_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 GIB = 2**30
@@ -155,25 +156,7 @@ def guarded(fn: Callable[[], Any], cpu_seconds: float, what: str) -> Any:
                               f"process ({type(oom).__name__}: {str(oom)[:200]})") from oom
 
 
-# --- storage snapshots (the idea of tests/test_bad_input.py) -----------------------------------
 
-
-def sqlite_snapshot(d: Path) -> dict[str, Any]:
-    """Bytes of every file under d (a new file counts as a change) and the logical dump of
-    d/hpo.db, WAL included. Readers may leave empty -wal / -shm side files."""
-    snap: dict[str, Any] = {"bytes in WAL files": 0}
-    for f in sorted(d.rglob("*")):
-        if f.is_file() and not f.name.endswith(("-shm", "-wal")):
-            snap[str(f.relative_to(d))] = f.read_bytes()
-        elif f.name.endswith("-wal"):
-            snap["bytes in WAL files"] += f.stat().st_size
-    if (d / "hpo.db").is_file():
-        con = sqlite3.connect(d / "hpo.db")
-        try:
-            snap["dump"] = "\n".join(con.iterdump())
-        finally:
-            con.close()
-    return snap
 
 
 def files_snapshot(d: Path) -> dict[str, bytes | str]:

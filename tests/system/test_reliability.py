@@ -2,10 +2,10 @@
 configurations, and the bulk controls `hpo retry-failed` / `hpo fail-stale`. Nothing is lost:
 every search still ends with exactly its budget and no trial is left RUNNING.
 
-Searches run as real processes (tests/searchprocs.py) with heartbeats every second and a grace
-period of 4 s, so a killed worker is noticed within seconds. The in-process tests drive the same
-library code (hpo.run.worker, hpo.store.recovery) on every storage backend in well under a second
-each.
+Searches run as real processes (tests/support/searchprocs.py) with heartbeats every second and a
+grace period of 4 s, so a killed worker is noticed within seconds. The in-process tests drive
+the same library code (hpo.run.worker, hpo.store.recovery) on every storage backend in well
+under a second each.
 """
 
 from __future__ import annotations
@@ -27,12 +27,23 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
-from conftest import backend_url
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from searchprocs import (
+from typer.testing import CliRunner
+
+import hpo.run.objective
+import hpo.run.worker
+import hpo.store.engines
+import hpo.store.urls
+from hpo.cli import app
+from hpo.store.engines import open_storage
+from hpo.store.recovery import fail_stale, pid_alive
+from hpo.store.studies import create_study, load
+from hpo.study.parse import load_study_file
+from tests.support.backends import backend_url
+from tests.support.searchprocs import (
     FINISHED,
     SECONDS_STUDY,
     by_state,
@@ -45,17 +56,6 @@ from searchprocs import (
     wait_until,
     worker_logs,
 )
-from typer.testing import CliRunner
-
-import hpo.run.objective
-import hpo.run.worker
-import hpo.store.engines
-import hpo.store.urls
-from hpo.cli import app
-from hpo.store.engines import open_storage
-from hpo.store.recovery import fail_stale, pid_alive
-from hpo.store.studies import create_study, load
-from hpo.study.parse import load_study_file
 
 RETRY = RetryHeartbeatStaleTrialCallback
 
@@ -191,9 +191,9 @@ def test_postgres_restart_mid_search_loses_nothing(
 
 
 # --- 4. Ctrl-C (SIGINT to `hpo search`) ---------------------------------------------------------
-# tests/test_search.py interrupts a SQLite search mid-trial; here PostgreSQL, the re-queued params
-# themselves, an interrupt that lands while the workers still start up, and (in-process, on every
-# backend) one that lands while a worker claims a trial.
+# tests/system/test_search.py interrupts a SQLite search mid-trial; here PostgreSQL, the re-queued
+# params themselves, an interrupt that lands while the workers still start up, and (in-process,
+# on every backend) one that lands while a worker claims a trial.
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from optuna.trial import TrialState
-from searchprocs import SECONDS_STUDY, by_state, mid_trial, peek_trials, running_search, wait_until
 
 import hpo.run.worker
 import hpo.store.recovery
@@ -22,6 +21,14 @@ from hpo.store import optuna_api
 from hpo.store.engines import open_storage
 from hpo.store.studies import create_study, load
 from hpo.study.parse import load_study_file
+from tests.support.searchprocs import (
+    SECONDS_STUDY,
+    by_state,
+    mid_trial,
+    peek_trials,
+    running_search,
+    wait_until,
+)
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,7 @@
 """Helpers for tests that run real `hpo search` processes against a storage and look at what
 they left in it: start, find the workers, wait, clean up, read the trials back.
 
-Not a test module (no test_ prefix): tests/test_reliability.py, test_load.py and
+Not a test module (no test_ prefix): tests/system/test_reliability.py, test_load.py and
 test_security.py import it.
 """
 

@@ -40,7 +40,7 @@ from hpo.task.signals import file_digest, read_signals, write_signals
 from hpo.task.source import model_split
 from hpo.task.train import predict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Two fixed trials that learn a little in a fraction of a second (lr 0.05).
 BODY: dict[str, Any] = {
     "trials": 2, "seed": 0,

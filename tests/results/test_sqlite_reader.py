@@ -32,7 +32,7 @@ from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 from hpo.store.engines import open_storage
 from hpo.study.parse import load_study_file
 
-SPEC = load_study_file(Path(__file__).resolve().parents[1] / "studies" / "smoke.toml").to_dict()
+SPEC = load_study_file(Path(__file__).resolve().parents[2] / "studies" / "smoke.toml").to_dict()
 
 DISTRIBUTIONS: dict[str, BaseDistribution] = {
     "lr": FloatDistribution(1e-4, 1e-1, log=True),

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 from optuna_dashboard import get_note
-from test_bad_input import sqlite_snapshot
 from typer.testing import CliRunner
 
 import hpo.study.note
@@ -23,6 +22,7 @@ from hpo.store.optuna_api import HeartbeatStorage
 from hpo.store.studies import ensure_study, load
 from hpo.store.urls import parse, sqlite_path
 from hpo.study.parse import load_study_file
+from tests.support.snapshots import sqlite_snapshot
 
 POINTS = {"sampler": {"type": "points", "points": [
     {"hidden_size": 4, "shift": 0, "epochs": 2}, {"hidden_size": 5, "shift": 1, "epochs": 3}]},

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from searchprocs import cmdline, hpo_env, running_search, wait_until, worker_logs
 from typer.testing import CliRunner
 
 from hpo.cli import app
@@ -31,8 +30,9 @@ from hpo.store.engines import open_storage
 from hpo.store.studies import create_study
 from hpo.store.urls import mask, parse
 from hpo.study.parse import load_study_file
+from tests.support.searchprocs import cmdline, hpo_env, running_search, wait_until, worker_logs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROLE = "hpo_secret"
 SECRET = "Sup3r-s3cret-pa55word"
 

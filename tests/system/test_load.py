@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import backend_url
 from optuna.trial import TrialState
-from searchprocs import hpo_env, read_trials, running_search, worker_logs
 
 from hpo.study.parse import load_study_file
+from tests.support.backends import backend_url
+from tests.support.searchprocs import hpo_env, read_trials, running_search, worker_logs
 
 WORKERS = 16
 HIDDEN, SHIFT, EPOCHS = range(4, 44), range(0, 5), range(1, 3)  # 40 x 5 x 2 = 400 points

@@ -4,7 +4,7 @@ traceback, and leaves the storage exactly as it was: the same bytes and the same
 the same row counts in every table for PostgreSQL (a database of its own, so other tests' writes
 cannot blur the count).
 
-CSV and model files are the other half of the corpus and live in tests/test_cli_basic.py (30
+CSV and model files are the other half of the corpus and live in tests/cli/test_train.py (30
 cases: 7 malformed CSVs, a binary and a missing input, a missing model, a directory as model, 10
 files that are not models, 7 malformed model files, 2 pickles carrying code). They touch no storage.
 
@@ -36,6 +36,7 @@ from hpo.store.engines import open_storage
 from hpo.store.studies import create_study
 from hpo.store.urls import parse
 from hpo.study.parse import load_study_file, parse_study
+from tests.support.snapshots import sqlite_snapshot
 
 EXISTING = "existing"
 VALID: dict[str, Any] = {
@@ -62,23 +63,6 @@ class World:
         if self.counter is None:
             return sqlite_snapshot(self.dir)
         return pg_counts(self.counter)
-
-
-def sqlite_snapshot(d: Path) -> dict[str, Any]:
-    """Bytes of every file (a new file counts as a change), plus a logical dump of the database
-    that includes what sits in its WAL. Readers may create empty -wal / -shm side files."""
-    snap: dict[str, Any] = {"bytes in WAL files": 0}
-    for f in sorted(d.rglob("*")):
-        if f.is_file() and not f.name.endswith(("-shm", "-wal")):
-            snap[str(f.relative_to(d))] = f.read_bytes()
-        elif f.name.endswith("-wal"):  # present or not as connections come and go; never written
-            snap["bytes in WAL files"] += f.stat().st_size
-    con = sqlite3.connect(d / "hpo.db")
-    try:
-        snap["dump"] = "\n".join(con.iterdump())
-    finally:
-        con.close()
-    return snap
 
 
 def pg_counts(engine: sqlalchemy.engine.Engine) -> dict[str, int]:
@@ -222,7 +206,7 @@ STUDY_FILES = [
     StudyCase("nan_bound", 'name = "p"\ntrials = 4\n[space.lr]\ntype = "float"\nlow = nan\n'
                            'high = 0.1\n', "space.lr.low"),
     StudyCase("val_curves_zero", edit(data__val=0), "data.val"),
-    # Found by tests/test_properties.py's long run (issue 10); each stands for a class.
+    # Found by tests/system/test_properties.py's long run (issue 10); each stands for a class.
     StudyCase("sampler_type_an_array", edit(sampler={"type": ["tpe"]}), "sampler.type"),
     StudyCase("pruner_type_a_table", edit(pruner={"type": {"a": 1}}), "pruner.type"),
     StudyCase("step_subnormal", edit(space__lr={"type": "float", "low": 0.001, "high": 0.01,

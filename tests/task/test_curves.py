@@ -84,10 +84,11 @@ def test_same_seed_gives_bit_identical_arrays() -> None:
 def test_same_seed_gives_bit_identical_arrays_in_another_process() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from tests.test_data import SMALL, digest; from hpo.task.curves import make_splits; "
+        "from tests.task.test_curves import SMALL, digest; "
+        "from hpo.task.curves import make_splits; "
         "print(digest(make_splits(SMALL)))"
     )
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run(
         [sys.executable, "-c", code, root],
         capture_output=True,

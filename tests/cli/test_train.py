@@ -28,7 +28,7 @@ from hpo.task.modelfile import FORMAT, load_model, save_model
 from hpo.task.signals import read_signals, write_signals
 from hpo.task.train import predict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args: str | Path):

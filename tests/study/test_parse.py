@@ -27,7 +27,7 @@ from hpo.study.parse import MAX_GRID, load_study_file, parse_study
 from hpo.study.spec import Param, StudySpec
 from hpo.study.strategies import PrunerSpec, SamplerSpec
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 STUDIES = sorted(STUDIES_DIR.glob("*.toml"))
 SRC = "my.toml"
 
