@@ -9,7 +9,7 @@ validation on the 50 validation curves, because hpo.task.train.train always vali
 epoch of each run is a warm-up; the median of the next N epochs is reported (it shrugs off a
 neighbour's burst of load better than the mean), in CPU time, with the wall-time ratio beside it.
 With --profile, a 20-epoch run at H=40 is split into phases, then torch.profiler lists top ops.
-Then one full trial (H=40, S=10, 100 epochs, hpo.task.train.train_on_data) runs in a subprocess of
+Then one full trial (H=40, S=10, 100 epochs, hpo.task.fit.train_and_test) runs in a subprocess of
 its own, so that its peak RSS is not mixed with this process's LSTMCell runs.
 """
 
@@ -34,9 +34,10 @@ from torch.optim import optimizer as optim_hooks
 
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig, Split, make_split
+from hpo.task.fit import train_and_test
 from hpo.task.metric import percent_removed
 from hpo.task.model import Denoiser
-from hpo.task.train import as_tensor, set_seed, train, train_on_data
+from hpo.task.train import as_tensor, set_seed, train
 
 # Epochs are timed in CPU time of this process (with one thread: the work done), because on a
 # shared machine wall time also counts the time other jobs held the core; wall is kept as well.
@@ -132,7 +133,8 @@ def child_trial() -> dict[str, Any]:
     """One full protocol trial; runs in its own process (see --child-trial)."""
     before = peak_rss_mb()  # python + torch + numpy, before any data or model exists
     start = clock()
-    result, test = train_on_data(TrainConfig(hidden_size=40, shift=SHIFT, epochs=100), DataConfig())
+    result, test = train_and_test(TrainConfig(hidden_size=40, shift=SHIFT, epochs=100),
+                                  DataConfig())
     memory = dict(peak_rss_mb=peak_rss_mb(), rss_after_import_mb=before, cpu_s=clock() - start)
     return memory | dict(train_s=result.seconds, val_removed=result.val_removed, test_removed=test)
 
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             verdict = "meets" if at40 >= TARGET_RATIO else "MISSES"
             print(f"H=40 ratio {at40:.1f}x {verdict} the target of >= {TARGET_RATIO:.0f}x")
         t = trial
-        print(f"Full trial, train_on_data H=40 S={SHIFT} 100 epochs, in its own process:")
+        print(f"Full trial, train_and_test H=40 S={SHIFT} 100 epochs, in its own process:")
         print(f"  peak RSS {t['peak_rss_mb']:.0f} MB ({t['rss_after_import_mb']:.0f} MB at import)")
         print(f"  wall {t['wall_s']:.1f} s (training {t['train_s']:.1f} s); CPU {t['cpu_s']:.1f} s")
         print(f"  val {t['val_removed']:.2f} %, test {t['test_removed']:.2f} %")

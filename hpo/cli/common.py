@@ -110,7 +110,7 @@ def _text(value: str | None) -> str | None:
 
 
 StorageOpt = Annotated[str | None, typer.Option(
-    "--storage", envvar="HPO_STORAGE", show_envvar=True, callback=_text,
+    "--storage", envvar=env.STORAGE.name, show_envvar=True, callback=_text,
     help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
          "Default: sqlite file storage/hpo.db under the current directory.")]
 StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.", callback=_text)]
@@ -124,7 +124,7 @@ MAX_SEED = 2**63 - 1  # seeds go to numpy's SeedSequence and torch.manual_seed, 
 ThreadsOpt = Annotated[int | None, typer.Option(
     min=1, max=1024, help="Torch threads per process. Default: $HPO_THREADS, else 1.")]
 ArtifactsOpt = Annotated[str | None, typer.Option(
-    "--artifacts", envvar="HPO_ARTIFACTS", show_envvar=True,
+    "--artifacts", envvar=env.ARTIFACTS.name, show_envvar=True,
     help="Artifact directory the workers upload to (shared across machines). Default: "
          "artifacts/ beside a SQLite database, else storage/artifacts.")]
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from hpo import resources
 from hpo.cli.common import (
     MAX_COUNT,
     MAX_SEED,
@@ -139,17 +140,6 @@ def export_cmd(
                + f" of the noise on the study's validation curves) -> {out}")
 
 
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    size = float(n)
-    for unit in ("KB", "MB", "GB"):
-        size /= 1024
-        if size < 1024 or unit == "GB":
-            break
-    return f"{size:.1f} {unit}"
-
-
 @artifacts_app.command("prune")
 def prune_cmd(
     study: StudyArg,
@@ -172,7 +162,7 @@ def prune_cmd(
     verb = "would remove" if dry_run else "removed"
     trials = ", ".join(map(str, r.trials)) if r.trials else "none"
     typer.echo(f"{verb} {r.removed} artifact(s) of {len(r.trials)} trial(s) ({trials}), "
-               f"{'would free' if dry_run else 'freed'} {_size(r.freed_bytes)} "
+               f"{'would free' if dry_run else 'freed'} {resources.human(r.freed_bytes)} "
                f"({r.freed_bytes} bytes)")
     typer.echo(f"kept the artifacts of the best {len(r.kept)}: "
                + (", ".join(map(str, r.kept)) or "none"))

@@ -28,14 +28,10 @@ from hpo.cli.common import (
 from hpo.errors import HpoError
 from hpo.paths import check_output, writing
 from hpo.task.config import ConfigValueError, TrainConfig
-from hpo.task.curves import DataConfig
-from hpo.task.datafile import FLAG_KEYS, FileData, describe_file
+from hpo.task.curves import NOISE_RATIO
+from hpo.task.datafile import FLAG_KEYS, FileData
 from hpo.task.signals import load_signals_file
-from hpo.task.source import Source, describe, sizes
-
-SYNTHETIC_COUNTS = (200, 50, 1000)  # the protocol's training, validation and test curves
-FLAGS = {"n_train": "--train-curves", "n_val": "--val-curves", "n_test": "--test-curves",
-         "noise_ratio": "--noise-ratio", "seed": "--data-seed"}  # DataConfig field -> flag
+from hpo.task.source import Source, describe, memory_parts, sizes, source_from
 
 
 @app.command()
@@ -61,7 +57,8 @@ def train(
         min=0, max=MAX_SEED,
         help="Seed of the curves (of a data file: its row shuffle and drawn noise).")] = 0,
     noise_ratio: Annotated[float | None, typer.Option(
-        min=0, max=10, help="Noise std / each clean signal's peak-to-peak (default 0.05).")
+        min=0, max=10,
+        help=f"Noise std / each clean signal's peak-to-peak (default {NOISE_RATIO:g}).")
     ] = None,
     data_file: Annotated[Path | None, typer.Option(
         "--data-file", help="Train on your own clean signals: a 2-D .npy or a CSV, one signal "
@@ -141,53 +138,22 @@ def _source(data_file: Path | None, noisy_file: Path | None, normalize: bool,
             noise_ratio: float | None, fresh: bool = False) -> Source:
     """The synthetic curves, or the described data file: a study file's [data] rules, named by
     flag."""
-    if data_file is None:
-        for flag, used in (("--noisy-file", noisy_file is not None), ("--normalize", normalize)):
-            if used:
-                raise HpoError(f"{flag}: applies to your own signals only; add --data-file PATH "
-                               "(a .npy or .csv of clean signals) or drop it")
-        tr, va, te = (c if c is not None else d
-                      for c, d in zip(counts, SYNTHETIC_COUNTS, strict=True))
-        try:
-            return DataConfig(seed=seed, n_train=tr, n_val=va, n_test=te,
-                              noise_ratio=0.05 if noise_ratio is None else noise_ratio,
-                              fresh=fresh)
-        except ConfigValueError as e:
-            raise HpoError(f"{FLAGS.get(e.field, e.field)}: {e.message}") from e
-    if fresh:
-        raise HpoError("--fresh: fresh curves come from the exercise's generator; --data-file "
-                       "trains on the file's fixed training signals: drop one of the two")
-    if noisy_file is not None and noise_ratio is not None:
-        raise HpoError("--noise-ratio: the noisy inputs come from --noisy-file, so no noise is "
-                       "drawn; drop one of the two")
-    n_train, n_val, n_test = counts
-    full = None
-    if n_train is not None and n_val is not None and n_test is not None:
-        full = (n_train, n_val, n_test)
-    elif counts != (None, None, None):
-        missing = FLAG_KEYS.counts[counts.index(None)]
-        raise HpoError(f"{missing}: missing: with --data-file give --train-curves, --val-curves "
-                       "and --test-curves together, or none of them (60/20/20 % of the file)")
-    return describe_file(data_file.absolute(),
-                         noisy_path=None if noisy_file is None else noisy_file.absolute(),
-                         counts=full,
-                         noise_ratio=0.05 if noise_ratio is None else noise_ratio,
-                         normalize=normalize, seed=seed, keys=FLAG_KEYS)
+    return source_from(FLAG_KEYS, seed=seed, noise_ratio=noise_ratio, counts=counts,
+                       file=None if data_file is None else str(data_file.absolute()),
+                       noisy_file=None if noisy_file is None else str(noisy_file.absolute()),
+                       normalize=normalize, fresh=fresh)
+
+
+# The flag that sets each part of the memory estimate (hpo.task.source.memory_parts).
+MEMORY_FLAGS = {"train": "--train-curves", "val": "--val-curves", "test": "--test-curves",
+                "file": "--data-file", "model": "--hidden-size"}
 
 
 def _check_memory(cfg: TrainConfig, data: Source) -> None:
-    if isinstance(data, FileData):
-        splits, length, n_val = data.estimate_bytes(), data.shape[1], data.sizes(FLAG_KEYS)[1]
-        flag = "--data-file"
-    else:
-        splits = sum(resources.curves_bytes(data.count(s), data.length, data.max_sines)
-                     for s in ("train", "val", "test"))
-        length, n_val, flag = data.length, data.n_val, "--train-curves"
-    model = resources.training_bytes(cfg.hidden_size, cfg.shift, length, cfg.batch_size, n_val)
-    flag = flag if splits > model else "--hidden-size"
-    est = resources.Estimate(splits + model, flag)
+    parts = memory_parts(cfg, data)
+    est = resources.Estimate(sum(parts.values()), MEMORY_FLAGS[max(parts, key=parts.__getitem__)])
     if not est.fits():
-        raise HpoError(f"{flag}: this run {resources.too_big(est)}; use a smaller value")
+        raise HpoError(f"{est.what}: this run {resources.too_big(est)}; use a smaller value")
 
 
 @app.command()

@@ -25,8 +25,10 @@ from optuna.trial import TrialState
 from hpo.run import timing
 from hpo.run.uploads import upload_trial_artifacts
 from hpo.store import optuna_api
+from hpo.store.attrs import HOST_ATTR, PER_SEED_ATTR, PID_ATTR, REASON_ATTR, SEEDS_ATTR
 from hpo.study.spec import Param, StudySpec, trial_seed
 from hpo.task.fit import fit_source
+from hpo.task.metric import mean_std
 from hpo.task.source import model_split
 from hpo.task.train import EpochReport, TrainResult, resolve_device, train
 
@@ -105,7 +107,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     # the dashboard) when that is the one objective.
     report = spec.metrics == ("val_removed",)
     attrs: dict[str, Any] = {
-        "seeds": seeds, "host": host.rsplit(":", 1)[0], "pid": os.getpid(),
+        SEEDS_ATTR: seeds, HOST_ATTR: host.rsplit(":", 1)[0], PID_ATTR: os.getpid(),
         "torch": str(torch.__version__), "device": str(resolve_device("auto")),
         "threads": threads,
         "steps": "intermediate values are reported at 10, 20, ..., 100 percent of this trial's "
@@ -144,7 +146,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
                 break
     except optuna.TrialPruned as e:
         _record(trial, call, {"learning_curve": compact_curve(curve, None), "epochs_run":
-                              len(curve), "pruned_at_epoch": len(curve), "reason": str(e)})
+                              len(curve), "pruned_at_epoch": len(curve), REASON_ATTR: str(e)})
         return Outcome(TrialState.PRUNED, None, str(e).removeprefix("pruned "))
 
     first = results[0]
@@ -156,7 +158,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
                                         first.loss_curve),
         "epochs_run": first.epochs_run, "n_params": first.model.n_params(),
         "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
-        "val_removed_per_seed": [round(v, 4) for v in vals],
+        PER_SEED_ATTR: [round(v, 4) for v in vals],
     }
     if results[-1].status == "diverged":
         # A diverged configuration is a legitimate (bad) result, not a crash: PRUNED counts it
@@ -164,8 +166,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
         record.update(status="diverged", reason=results[-1].reason)
         _record(trial, call, record)
         return Outcome(TrialState.PRUNED, None, f"diverged: {results[-1].reason}")
-    mean = sum(vals) / len(vals)
-    record["val_std"] = round(_std(vals), 4)
+    mean, std = mean_std(vals)
+    record["val_std"] = round(std, 4)
     # Optuna refuses uploads to a finished trial, so the first seed's picture and model file go
     # up now, while this trial still runs. A failure there is recorded, never the trial's end.
     record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
@@ -195,8 +197,3 @@ def _record(trial: optuna.Trial, call: Callable[..., Any], attrs: dict[str, Any]
     set_user_attrs(trial, attrs, call, "record the trial's results")
 
 
-def _std(xs: list[float]) -> float:
-    if len(xs) < 2:
-        return 0.0
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

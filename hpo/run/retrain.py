@@ -8,7 +8,6 @@ the study recorded before anything trains, and scores are on the signals' origin
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,13 +17,12 @@ import optuna
 
 from hpo.errors import HpoError
 from hpo.results.optuna_reader import best_trials
-from hpo.store.attrs import RESCORE_ATTR
+from hpo.store.attrs import EVAL_ATTR, PER_SEED_ATTR, REASON_ATTR, RESCORE_ATTR, SEEDS_ATTR
 from hpo.study.spec import StudySpec, trial_seed
 from hpo.task.curves import DataConfig
 from hpo.task.fit import fit_source, held_out_score
+from hpo.task.metric import mean_std
 from hpo.task.source import verify
-
-EVAL_ATTR = "hpo:evaluation"
 
 
 @dataclass(frozen=True)
@@ -47,12 +45,6 @@ def run_job(job: Job) -> dict[str, float]:
     test = held_out_score(result, data, job.study)
     return {"val": result.val_removed, "test": test, "seconds": result.seconds,
             "cpu_seconds": result.cpu_seconds}
-
-
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
 
 
 def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
@@ -132,18 +124,18 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
         raise HpoError(f"study '{study.study_name}' has no trial {number}; it has trials 0.."
                        f"{len(trials) - 1}")
     t = match[0]
-    if not t.params or "seeds" not in t.user_attrs:
+    if not t.params or SEEDS_ATTR not in t.user_attrs:
         raise HpoError(f"trial {number} of '{study.study_name}' never started training "
                        f"(state {t.state.name.lower()}); nothing to replay")
-    if t.state != optuna.trial.TrialState.COMPLETE or "val_removed_per_seed" not in t.user_attrs:
-        why = f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""
+    if t.state != optuna.trial.TrialState.COMPLETE or PER_SEED_ATTR not in t.user_attrs:
+        why = f" ({t.user_attrs[REASON_ATTR]})" if REASON_ATTR in t.user_attrs else ""
         raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
                        "it recorded no final score to compare with; replay a complete trial")
     verify(spec.source(), study.study_name)
     vals = [run_job(Job(spec, number, t.params, int(s), threads, study.study_name))["val"]
-            for s in t.user_attrs["seeds"]]
-    recorded = t.user_attrs.get("val_removed_per_seed")
+            for s in t.user_attrs[SEEDS_ATTR]]
+    recorded = t.user_attrs.get(PER_SEED_ATTR)
     return {"number": number, "params": t.params, "state": t.state.name.lower(),
-            "seeds": t.user_attrs["seeds"], "recorded": recorded,
+            "seeds": t.user_attrs[SEEDS_ATTR], "recorded": recorded,
             "replayed": [round(v, 4) for v in vals],
             "identical": recorded is not None and [round(v, 4) for v in vals] == recorded}

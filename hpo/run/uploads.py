@@ -34,6 +34,7 @@ from hpo.results.artifacts import (
     storage_url_of,
 )
 from hpo.run import timing
+from hpo.store.attrs import MODEL_SCORE_ATTR
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig, Split
 from hpo.task.metric import percent_removed
@@ -81,7 +82,7 @@ def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: 
     split = val if isinstance(val, ModelSplit) else ModelSplit(val, val)
     denoised = split.original(predict(result.model, split.model.noisy))
     score = percent_removed(split.raw.clean, split.raw.noisy, denoised)
-    attrs: dict[str, Any] = {"model_val_removed": round(score, 4)}
+    attrs: dict[str, Any] = {MODEL_SCORE_ATTR: round(score, 4)}
     if store_dir is None:
         store_dir = resolve_dir(None, storage_url_of(trial.storage))
     if store_dir is None:
@@ -148,8 +149,8 @@ def wants_picture(trial: optuna.Trial, score: float) -> bool:
     if which != "top":
         return which == "all"
     done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    better = sum(1 for t in done if isinstance(t.user_attrs.get("model_val_removed"), float)
-                 and t.user_attrs["model_val_removed"] > score)
+    better = sum(1 for t in done if isinstance(t.user_attrs.get(MODEL_SCORE_ATTR), float)
+                 and t.user_attrs[MODEL_SCORE_ATTR] > score)
     return better < TOP_PICTURES
 
 

@@ -29,7 +29,7 @@ from hpo import env
 from hpo.errors import StorageError, first_line
 from hpo.store.attrs import ARTIFACT_PREFIX, RETRY_OF_ATTR
 from hpo.store.optuna_api import HeartbeatStorage
-from hpo.store.urls import mask, parse, sqlite_path
+from hpo.store.urls import WHERE, mask, parse, sqlite_path
 
 # Heartbeats: a worker that stops beating for HPO_GRACE_PERIOD seconds is declared dead and its
 # trial failed and retried (at most HPO_MAX_RETRY times); hpo.env reads them, on every open.
@@ -54,8 +54,7 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
         return
     if not create:
         raise StorageError(f"storage {mask(url)}: no database file at {path}; run `hpo search` "
-                           "or `hpo create` with a study file first, or fix --storage / "
-                           "HPO_STORAGE")
+                           f"or `hpo create` with a study file first, or fix {WHERE}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, FIRST_OPEN_ATTEMPTS + 1):
@@ -74,7 +73,7 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
     except (OSError, sqlite3.Error) as e:
         raise StorageError(f"storage {mask(url)}: cannot create {path} "
                            f"({getattr(e, 'strerror', None) or e}); choose a writable place "
-                           "(--storage or HPO_STORAGE)") from e
+                           f"({WHERE})") from e
 
 
 @contextlib.contextmanager
@@ -225,13 +224,12 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
     if isinstance(e, sqlalchemy.exc.ProgrammingError) or (
             any(m in msg for m in missing) and ("table" in msg or "relation" in msg)):
         return StorageError(f"storage {mask(url)} holds no hpo tables ({msg}); run `hpo search` "
-                            "or `hpo create` with a study file first, or fix --storage / "
-                           "HPO_STORAGE")
+                            f"or `hpo create` with a study file first, or fix {WHERE}")
     if u.get_backend_name() == "sqlite":
         return StorageError(f"storage {mask(url)}: cannot use {u.database} as a database "
-                            f"({msg}); point --storage (or HPO_STORAGE) at an hpo SQLite file")
+                            f"({msg}); point {WHERE} at an hpo SQLite file")
     return StorageError(f"cannot reach storage {mask(url)}: {msg}; check the host, port, user, "
-                        "password and database name (--storage or HPO_STORAGE)")
+                        f"password and database name ({WHERE})")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

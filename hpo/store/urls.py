@@ -13,8 +13,10 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from hpo import env
 from hpo.errors import StorageError
 
+WHERE = f"--storage or {env.STORAGE.name}"  # where a storage URL comes from, for every message
 DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
 # Plain dialect names get the drivers this package installs (psycopg 3, PyMySQL).
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
@@ -40,18 +42,18 @@ def parse(url: str) -> URL:
     except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
         raise StorageError(f"storage URL {mask(url)!r} is not a database URL; use e.g. "
                            "sqlite:///storage/hpo.db or postgresql://user@host/db "
-                           "(--storage or HPO_STORAGE)") from e
+                           f"({WHERE})") from e
     if u.get_backend_name() not in DIALECTS:
         raise StorageError(f"storage URL {mask(url)}: unsupported database "
                            f"'{u.get_backend_name()}'; use sqlite, postgresql or mysql "
-                           "(--storage or HPO_STORAGE)")
+                           f"({WHERE})")
     if u.host and "@" in u.host:
         raise StorageError(f"storage URL {mask(url)}: its user or password holds an unencoded "
-                           "'@'; write it as %40 (--storage or HPO_STORAGE)")
+                           f"'@'; write it as %40 ({WHERE})")
     if u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:"):
         # An in-memory database dies with the process: no worker could ever join it.
         raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give a "
-                           "file, e.g. sqlite:///storage/hpo.db (--storage or HPO_STORAGE)")
+                           f"file, e.g. sqlite:///storage/hpo.db ({WHERE})")
     return u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
 
 

@@ -25,7 +25,8 @@ from hpo import resources
 from hpo.errors import InputFileError, StudyFileError, first_line
 from hpo.study.spec import DATA_FIELDS, Param, StudySpec
 from hpo.task.config import ConfigValueError
-from hpo.task.source import file_splits, verify
+from hpo.task.curves import DataConfig
+from hpo.task.source import file_splits, memory_parts, verify
 
 # Optuna keeps a user attr in a TEXT column: 64 KiB on MySQL. The stored spec must fit.
 MAX_SPEC_BYTES = 60_000
@@ -121,33 +122,29 @@ def _corner_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def memory_estimate(spec: StudySpec, src: str = "<study>") -> resources.Estimate:
-    """Builds the configs at every corner and bounds the memory of the worst one: all three
-    splits (`hpo evaluate` keeps them together) plus training the largest model."""
+    """Builds the configs at every corner and bounds the memory of the worst one (the one
+    estimate of a run, hpo.task.source.memory_parts, which `hpo train` uses too), naming the
+    study key responsible for its largest part."""
     searched = {p.name for p in spec.space}
     worst = resources.Estimate(0, "")
-    from_file = file_estimate(spec, src)  # (bytes, points, validation signals) of a file study
+    fd = spec.file_data()
+    model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]
+    keys = {"train": _key_of("n_train", searched), "val": _key_of("n_val", searched),
+            "test": _key_of("n_test", searched), "file": "data.file",
+            "model": f"space.{model[0]}" if model else "train.hidden_size"}
     for params in _corner_points(spec):
         try:
             cfg = spec.train_config(params, seed=0)
-            data = None if from_file else spec.data_config(params)
+            data = fd if fd is not None else spec.data_config(params)
         except ConfigValueError as e:
             raise fail(src, _key_of(e.field, searched), e.message) from e
-        if data is None:
-            assert from_file is not None
-            parts, length, n_val = {"data.file": from_file[0]}, from_file[1], from_file[2]
-        else:
-            if data.n_train < 1:  # DataConfig allows 0 (baselines need no training curves)
-                raise fail(src, _key_of("n_train", searched), f"must be >= 1, got "
-                            f"{data.n_train}")
-            # Fresh curves: an epoch's new training set is drawn while the last one is alive.
-            parts = {_key_of(f"n_{split}", searched):
-                     resources.curves_bytes(data.count(split), data.length, data.max_sines)
-                     * (2 if split == "train" and data.fresh else 1)
-                     for split in ("train", "val", "test")}
-            length, n_val = data.length, data.n_val
-        model = [n for n in ("hidden_size", "batch_size", "shift") if n in searched]
-        parts[f"space.{model[0]}" if model else "train.hidden_size"] = resources.training_bytes(
-            cfg.hidden_size, cfg.shift, length, cfg.batch_size, n_val)
+        if isinstance(data, DataConfig) and data.n_train < 1:
+            # DataConfig allows 0 (baselines need no training curves); a trial does not.
+            raise fail(src, keys["train"], f"must be >= 1, got {data.n_train}")
+        try:
+            parts = {keys[k]: v for k, v in memory_parts(cfg, data).items()}
+        except InputFileError as e:
+            raise StudyFileError(f"{src}: {e}") from e
         total = sum(parts.values())
         if total > worst.bytes:
             worst = resources.Estimate(total, max(parts, key=lambda k: parts[k]))
@@ -161,18 +158,6 @@ def _key_of(config_field: str, searched: set[str]) -> str:
     if study_key is not None:
         return f"data.{study_key}"
     return f"space.{config_field}" if config_field in searched else f"train.{config_field}"
-
-
-def file_estimate(spec: StudySpec, src: str) -> tuple[int, int, int] | None:
-    """(bytes its data needs at peak, points per signal, validation signals) of a file study,
-    from the recorded shapes alone; None for the synthetic curves."""
-    fd = spec.file_data()
-    if fd is None:
-        return None
-    try:
-        return fd.estimate_bytes(), fd.shape[1], fd.sizes()[1]
-    except InputFileError as e:
-        raise StudyFileError(f"{src}: {e}") from e
 
 
 def check_file_values(spec: StudySpec, src: str) -> None:

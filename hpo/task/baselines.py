@@ -37,7 +37,6 @@ MAX_ORDER = 12
 MAX_DEGREE = 30
 # Part of the cache key: bump it whenever the search grids or the methods change.
 METHOD_VERSION = 1
-CACHE_ENV = "HPO_CACHE_DIR"
 
 
 @dataclass(frozen=True)

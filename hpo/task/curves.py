@@ -15,6 +15,8 @@ import numpy as np
 from hpo.task.config import ConfigValueError, check_fields
 
 SPLITS = ("train", "val", "test")
+# The protocol's noise: std = NOISE_RATIO x (max - min) of each clean curve (docs/protocol.md).
+NOISE_RATIO = 0.05
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class DataConfig:
     n_test: int = 1000  # held-out curves no search sees: what final numbers are quoted on
     length: int = 80  # points per curve
     x_max: float = 5.0  # curves are sampled on linspace(0, x_max, length)
-    noise_ratio: float = 0.05  # noise std as a fraction of the clean curve's peak-to-peak
+    noise_ratio: float = NOISE_RATIO  # noise std as a fraction of the clean curve's peak-to-peak
     max_sines: int = 3  # K is drawn uniformly from 1..max_sines
     amp_max: float = 2.0  # amplitude ~ U(0, amp_max)
     freq_min: float = 0.1  # frequency ~ U(freq_min, freq_max)

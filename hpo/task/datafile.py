@@ -21,7 +21,7 @@ import numpy as np
 
 from hpo import resources
 from hpo.errors import InputFileError
-from hpo.task.curves import SPLITS, Split
+from hpo.task.curves import NOISE_RATIO, SPLITS, Split
 from hpo.task.normalize import Scale, fit_scale
 from hpo.task.signals import file_digest, file_label, load_signals_file, read_shape
 
@@ -41,11 +41,22 @@ class Keys(NamedTuple):
     file: str = "data.file"
     noisy_file: str = "data.noisy_file"
     counts: tuple[str, str, str] = ("data.train", "data.val", "data.test")
+    seed: str = "data.seed"
+    noise_ratio: str = "data.noise_ratio"
+    normalize: str = "data.normalize"
+    fresh: str = "data.fresh"
+
+    def of_field(self, name: str) -> str:
+        """The key of a DataConfig field, for its ConfigValueError."""
+        return {"n_train": self.counts[0], "n_val": self.counts[1], "n_test": self.counts[2],
+                "seed": self.seed, "noise_ratio": self.noise_ratio, "fresh": self.fresh
+                }.get(name, name)
 
 
 STUDY_KEYS = Keys()
 FLAG_KEYS = Keys("--data-file", "--noisy-file", ("--train-curves", "--val-curves",
-                                                 "--test-curves"))
+                                                 "--test-curves"), "--data-seed", "--noise-ratio",
+                 "--normalize", "--fresh")
 
 
 def split_counts(n: int, counts: tuple[int, int, int] | None = None,
@@ -88,7 +99,7 @@ def _by_fractions(n: int, fractions: tuple[float, float, float]) -> tuple[int, i
 def make_file_splits(clean: np.ndarray, noisy: np.ndarray | None = None, *, seed: int = 0,
                      counts: tuple[int, int, int] | None = None,
                      fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                     noise_ratio: float = 0.05, label: str = "data.file",
+                     noise_ratio: float = NOISE_RATIO, label: str = "data.file",
                      noisy_label: str = "data.noisy_file",
                      keys: tuple[str, str, str] = STUDY_KEYS.counts) -> dict[str, Split]:
     """Train/val/test Splits (float32, n_sines all 0) of the file's rows, shuffled by the seed."""
@@ -153,7 +164,7 @@ class FileData:
     noisy_sha256: str | None = None
     counts: tuple[int, int, int] | None = None  # train/val/test signals; None: the fractions
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    noise_ratio: float = 0.05  # drawn noise std / each clean signal's peak-to-peak
+    noise_ratio: float = NOISE_RATIO  # drawn noise std / each clean signal's peak-to-peak
     normalize: bool = False  # the model sees each signal scaled by its noisy input (fit_scale)
     seed: int = 0  # the data seed: the row shuffle and the drawn noise
 
@@ -206,7 +217,7 @@ class FileData:
 def describe_file(path: str | Path, *, noisy_path: str | Path | None = None,
                   counts: tuple[int, int, int] | None = None,
                   fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                  noise_ratio: float = 0.05, normalize: bool = False, seed: int = 0,
+                  noise_ratio: float = NOISE_RATIO, normalize: bool = False, seed: int = 0,
                   keys: Keys = STUDY_KEYS) -> FileData:
     """A FileData for a new study: hashes and shapes (no values loaded), split sizes checked."""
     shape = read_shape(path, what=keys.file)

@@ -3,6 +3,8 @@ layer (queries, baselines, the trainer) shares one definition without importing 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -20,3 +22,10 @@ def percent_removed(clean: np.ndarray, noisy: np.ndarray, output: np.ndarray) ->
     if noise == 0:
         return 100.0 if error == 0 else 0.0
     return float(max(0.0, 100.0 * (1.0 - error / noise)))
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of scores over seeds."""
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s

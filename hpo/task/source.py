@@ -22,12 +22,80 @@ from typing import Any
 
 import numpy as np
 
-from hpo.task.curves import DataConfig, Split, epoch_train_split, make_split, x_grid
-from hpo.task.datafile import STUDY_KEYS, FileData, Keys, normalize_split
+from hpo import resources
+from hpo.errors import InputFileError
+from hpo.task.config import ConfigValueError, TrainConfig
+from hpo.task.curves import (
+    NOISE_RATIO,
+    SPLITS,
+    DataConfig,
+    Split,
+    epoch_train_split,
+    make_split,
+    x_grid,
+)
+from hpo.task.datafile import (
+    DEFAULT_FRACTIONS,
+    STUDY_KEYS,
+    FileData,
+    Keys,
+    describe_file,
+    normalize_split,
+)
 from hpo.task.metric import percent_removed
 from hpo.task.normalize import Scale
 
 Source = DataConfig | FileData
+Counts = tuple[int | None, int | None, int | None]
+_SHARES = "/".join(f"{round(100 * f)}" for f in DEFAULT_FRACTIONS)
+
+
+def source_from(keys: Keys, *, seed: int = 0, noise_ratio: float | None = None,
+                counts: Counts = (None, None, None), file: str | None = None,
+                noisy_file: str | None = None, normalize: bool = False, fresh: bool = False
+                ) -> Source:
+    """The signals a study file's [data] table or `hpo train`'s flags ask for, by one set of
+    rules: the synthetic curves (unset counts take the protocol's), or the user's file,
+    described (shape from its header, sha256, split sizes; no value loaded). Paths are taken as
+    given (the caller makes them absolute). Each refusal is one line naming the key (`keys`)."""
+    if file is None:
+        for key, used in ((keys.noisy_file, noisy_file is not None), (keys.normalize, normalize)):
+            if used:
+                raise InputFileError(f"{key}: applies to your own signals only; add {keys.file} "
+                                     "(a .npy or .csv of clean signals) or drop it")
+        defaults = DataConfig()
+        n_train, n_val, n_test = (c if c is not None else d for c, d in zip(
+            counts, (defaults.n_train, defaults.n_val, defaults.n_test), strict=True))
+        try:
+            return DataConfig(seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
+                              noise_ratio=NOISE_RATIO if noise_ratio is None else noise_ratio,
+                              fresh=fresh)
+        except ConfigValueError as e:
+            raise InputFileError(f"{keys.of_field(e.field)}: {e.message}") from e
+    if fresh:
+        raise InputFileError(f"{keys.fresh}: fresh curves are drawn from the exercise's "
+                             f"generator; {keys.file} trains on the file's fixed training "
+                             "signals: drop one of the two")
+    if noisy_file is not None and noise_ratio is not None:
+        raise InputFileError(f"{keys.noise_ratio}: the noisy inputs come from "
+                             f"{keys.noisy_file}, so no noise is drawn; drop one of the two")
+    given = [c for c in counts if c is not None]
+    if given and len(given) < len(counts):
+        missing = keys.counts[[c is None for c in counts].index(True)]
+        raise InputFileError(f"{missing}: missing: with {keys.file} give "
+                             f"{', '.join(keys.counts[:2])} and {keys.counts[2]} together, or "
+                             f"none of them ({_SHARES} % of the file's signals)")
+    for key, path in ((keys.file, file), (keys.noisy_file, noisy_file)):
+        if path is not None and not path.strip():
+            raise InputFileError(f"{key}: is empty; give the path of a .npy or .csv file")
+    ratio = NOISE_RATIO if noise_ratio is None else noise_ratio
+    try:
+        DataConfig(seed=seed, noise_ratio=ratio)
+    except ConfigValueError as e:
+        raise InputFileError(f"{keys.of_field(e.field)}: {e.message}") from e
+    full = None if not given else (counts[0], counts[1], counts[2])
+    return describe_file(file, noisy_path=noisy_file, counts=full,  # type: ignore[arg-type]
+                         noise_ratio=ratio, normalize=normalize, seed=seed, keys=keys)
 
 
 @dataclass(frozen=True)
@@ -96,6 +164,24 @@ def model_split(source: Source, name: str, study: str | None = None,
         return ModelSplit(raw, raw)
     model, scale = normalize_split(raw)
     return ModelSplit(raw, model, scale)
+
+
+def memory_parts(cfg: TrainConfig, source: Source) -> dict[str, int]:
+    """Bytes a run of `cfg` on `source` needs at its peak, by part: each synthetic split
+    ("train", "val", "test"; with fresh curves an epoch's new training set is drawn while the
+    last is alive, so the training split counts twice) or a file's loading and splits ("file"),
+    and training the model ("model"). All three splits count: `hpo evaluate` keeps them
+    together. The one estimate of a run: a study's corners and `hpo train` both use it."""
+    if isinstance(source, FileData):
+        parts = {"file": source.estimate_bytes()}
+        length, n_val = source.shape[1], source.sizes()[1]
+    else:
+        parts = {s: resources.curves_bytes(source.count(s), source.length, source.max_sines)
+                 * (2 if s == "train" and source.fresh else 1) for s in SPLITS}
+        length, n_val = source.length, source.n_val
+    parts["model"] = resources.training_bytes(cfg.hidden_size, cfg.shift, length,
+                                              cfg.batch_size, n_val)
+    return parts
 
 
 def sizes(source: Source) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hpo.task.config import TrainConfig
-from hpo.task.curves import DataConfig, Split, make_split
+from hpo.task.curves import Split
 from hpo.task.metric import percent_removed
 from hpo.task.model import Denoiser
 
@@ -154,10 +154,3 @@ def train(
     )
 
 
-def train_on_data(
-    cfg: TrainConfig, data: DataConfig, on_epoch: EpochCallback | None = None
-) -> tuple[TrainResult, float]:
-    """Trains on the data of `data` and returns the result and its held-out test score."""
-    result = train(cfg, make_split(data, "train"), make_split(data, "val"), on_epoch)
-    test = evaluate(result.model, make_split(data, "test")) if result.status != "diverged" else 0.0
-    return result, test

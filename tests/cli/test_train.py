@@ -319,3 +319,40 @@ def test_real_process_prints_one_line_for_a_plain_pickle(
     assert proc.returncode != 0
     assert not (tmp_path / "executed").exists()
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_train_and_create_estimate_memory_alike(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hpo train` and `hpo create` on the same settings are refused or accepted alike, fresh
+    curves or not: one estimate, in which fresh curves count a second training set (`hpo train
+    --fresh` used to leave it out)."""
+    import tomli_w
+
+    from hpo import resources
+    from hpo.task.source import memory_parts
+
+    cfg = TrainConfig(hidden_size=8, shift=2, epochs=1)
+    plain = sum(memory_parts(cfg, DataConfig()).values())
+    fresh = sum(memory_parts(cfg, DataConfig(fresh=True)).values())
+    assert fresh > plain
+    # A machine whose share for one process lies between the two.
+    monkeypatch.setattr(resources, "machine_memory",
+                        lambda: int((plain + fresh) / 2 / resources.PROCESS_SHARE))
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    for is_fresh in (True, False):
+        study = tmp_path / f"mem-{is_fresh}.toml"
+        study.write_text(tomli_w.dumps({
+            "name": study.stem, "trials": 1, "space": {"epochs": {"type": "int", "low": 1,
+                                                               "high": 1}},
+            "train": {"hidden_size": 8, "shift": 2},
+            "data": {"seed": 0, "train": 200, "val": 50, "test": 1000, "fresh": is_fresh}}))
+        created = invoke("create", study, "--storage", url)
+        trained = invoke("train", "--hidden-size", "8", "--shift", "2", "--epochs", "1",
+                         *(["--fresh"] if is_fresh else []), "--json")
+        if is_fresh:
+            assert_one_line_error(created, "of memory")
+            assert_one_line_error(trained, "of memory")
+            assert "data.test" in created.stderr and "--test-curves" in trained.stderr
+        else:
+            assert created.exit_code == 0, created.output
+            assert trained.exit_code == 0, trained.output

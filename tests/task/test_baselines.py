@@ -17,6 +17,7 @@ import pytest
 from optuna_dashboard import get_note
 from typer.testing import CliRunner
 
+from hpo import env
 from hpo.cli import app
 from hpo.store.engines import open_storage
 from hpo.store.studies import create_study
@@ -33,7 +34,7 @@ SMALL = DataConfig(seed=3, n_train=0, n_val=12, n_test=40)
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test starts with an empty disk cache of its own and a cold in-process cache."""
-    monkeypatch.setenv(baselines.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(env.CACHE_DIR.name, str(tmp_path / "cache"))
     baselines._cached.cache_clear()
     return tmp_path / "cache" / "hpo"
 

@@ -10,7 +10,8 @@ import torch
 
 from hpo.task.config import ConfigValueError, TrainConfig
 from hpo.task.curves import DataConfig, Split, epoch_train_split, make_split
-from hpo.task.train import EpochReport, TrainResult, evaluate, predict, train, train_on_data
+from hpo.task.fit import train_and_test
+from hpo.task.train import EpochReport, TrainResult, evaluate, predict, train
 
 TINY = TrainConfig(hidden_size=8, shift=2, epochs=4)
 
@@ -174,9 +175,9 @@ def test_non_finite_training_input_diverges_without_raising(
     assert result.epochs_run == 1
 
 
-def test_train_on_data_scores_a_diverged_run_zero() -> None:
+def test_a_diverged_run_scores_zero_on_the_held_out_split() -> None:
     data = DataConfig(n_train=20, n_val=10, n_test=10)
-    result, test = train_on_data(TrainConfig(hidden_size=8, shift=2, epochs=3, lr=1e30), data)
+    result, test = train_and_test(TrainConfig(hidden_size=8, shift=2, epochs=3, lr=1e30), data)
     assert result.status == "diverged"
     assert test == 0.0
 
@@ -187,7 +188,7 @@ def test_train_on_data_scores_a_diverged_run_zero() -> None:
 @pytest.fixture(scope="module")
 def short_run() -> tuple[TrainResult, float, DataConfig]:
     data = DataConfig(seed=0, n_train=100, n_val=20, n_test=50)
-    result, test = train_on_data(TrainConfig(hidden_size=16, shift=3, epochs=15), data)
+    result, test = train_and_test(TrainConfig(hidden_size=16, shift=3, epochs=15), data)
     return result, test, data
 
 
