@@ -1,7 +1,7 @@
 """`hpo studies`, `hpo best` and `hpo trials`: reading a study's results. The two a user runs
 most are answered in a fraction of a second: from a SQLite file they are read without Optuna
-(hpo.results.sqlite_reader), and the process entry
-(hpo.cli.main) imports this sub-app alone for them. Any other storage, or a file the reader
+(hpo.results.sqlite_reader), and the process entry (hpo.cli.main) imports this sub-app alone
+for them. Any other storage, or a file the reader
 cannot answer from, goes through Optuna (hpo.results.optuna_reader, imported only then) with the
 same output.
 """

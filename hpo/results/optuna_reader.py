@@ -1,13 +1,12 @@
 """Read-only views of studies: summaries, best trials, trial listings (table, JSON, CSV).
 
 `hpo best` and `hpo studies` must answer quickly at any study size, so on SQL storage they never
-load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their learning
-curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
+load every trial: Optuna builds a full FrozenTrial (params, values, user attrs with their
+learning curves, intermediate values) for each one, about 14 s of CPU at 10,000 trials. They ask the
 database for the counts and the best trial ids instead, then load only those trials
-(bench/storage.py measures both paths). Records and their rendering are hpo.results.records'; on a
-SQLite file, `hpo best` and `hpo studies` are answered by hpo.results.sqlite_reader without Optuna
-at all, and come here only when it cannot answer. Like the whole core, imports neither torch nor
-matplotlib.
+(bench/storage.py measures both paths; the queries are hpo.store.queries). On a SQLite file,
+`hpo best` and `hpo studies` are answered by hpo.results.sqlite_reader without Optuna at all, and
+come here only when it cannot answer.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 
 A record is what a user scripts against (`hpo best --json`, `hpo trials --format json|csv`,
 the table after a search). It is built from a trial's fields, not from Optuna's FrozenTrial, so
-the Optuna-backed queries (hpo.results.optuna_reader) and the SQLite reader that answers the light
-commands
-without Optuna (hpo.results.sqlite_reader) make the very same records. Imports neither Optuna nor
-numpy.
+both readers (hpo.results.optuna_reader and hpo.results.sqlite_reader, which answers the light
+commands without Optuna) make the very same records.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Every storage call a worker or the `hpo search` supervisor makes goes through `retry`, which
 retries Optuna's and SQLAlchemy's storage errors with a capped exponential backoff for up to
-HPO_STORAGE_RETRY_SECONDS (300 s) and then gives up with one line. torch-free: the supervisor
-uses it too.
+HPO_STORAGE_RETRY_SECONDS (300 s) and then gives up with one line.
 """
 
 from __future__ import annotations

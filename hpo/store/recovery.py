@@ -1,9 +1,9 @@
 """Recovering a study's failed and abandoned trials, in one place: the workers' own stale check,
 `hpo fail-stale`, `hpo retry-failed`, and the re-queue of an interrupted trial.
 
-Every re-queue goes through the workers' own retry callback (hpo.store.engines.RetryStaleTrial), so
-the
-`retry_history` that Optuna keeps on each new attempt is the one record of what has been retried:
+Every re-queue goes through the workers' own retry callback (hpo.store.engines.RetryStaleTrial),
+so the `retry_history` that Optuna keeps on each new attempt is the one record of what has been
+retried:
 a failed trial whose number appears in any trial's retry_history already has a successor and is
 never queued again, whether the workers, `fail-stale` or an earlier `retry-failed` queued it.
 

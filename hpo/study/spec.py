@@ -3,11 +3,11 @@
 A `StudySpec` is what a study file validates into (hpo.study.parse) and what storage keeps, as
 JSON in the study's user attrs, so that a remote worker needs only the study's name and the
 storage URL. Its stored form is plain data and has not changed since the first release, so every
-existing study still loads. torch-free: reading a spec must not cost a torch import.
+existing study still loads.
 
-A study on the user's own signals keeps one key in `data`, "file": the hpo.task.datafile.FileData of
-its files (paths, sha256, shape, splits, noise, normalization) as plain JSON. A synthetic study's
-`data` holds the study file's own [data] keys, exactly as before.
+A study on the user's own signals keeps one key in `data`, "file": the
+hpo.task.datafile.FileData of its files (paths, sha256, shape, splits, noise, normalization) as
+plain JSON. A synthetic study's `data` holds the study file's own [data] keys, exactly as before.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Defaults are the protocol's (docs/protocol.md). Building a config is also how a study file is
 validated: the study checker builds the configs at the corners of the search space, so whatever
-a worker would later refuse is refused before anything is stored. numpy/torch-free on purpose:
-reading a study file must not import torch.
+a worker would later refuse is refused before anything is stored.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """Study data from the user's own files: clean signals, one per row, in a .npy or a .csv.
 
-A file study replaces the synthetic sines of hpo.task.curves with the rows of a file. The rows are
-shuffled once by the data seed and cut into test, validation and training signals (in that
+A file study replaces the synthetic sines of hpo.task.curves with the rows of a file. The rows
+are shuffled once by the data seed and cut into test, validation and training signals (in that
 order, so growing the training split never moves a validation or test signal). Their noisy
 inputs are either the rows of a second file, paired row by row, or the protocol's noise: Gaussian,
 std = noise_ratio * peak-to-peak of each clean signal, drawn from a stream of its own per split.
 A study records the files' sha256 (FileData) so that no worker ever trains on a changed file.
-
-numpy only: the study validator and the CLI import this without torch.
+The files themselves are read by hpo.task.signals.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The protocol's score: percent of noise removed (docs/protocol.md). numpy only, so that every
-layer (queries, baselines, the trainer) shares one definition without importing torch."""
+"""The protocol's score: percent of noise removed (docs/protocol.md), and its mean over seeds.
+Every score hpo reports, of a trial, a baseline or a retraining, is computed here."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ standard deviation, the only statistics a denoiser has at use time.
 A `normalize = true` study trains its model on signals in these units (clean and noisy alike,
 both mapped by the noisy input's statistics) and maps every output back before it is scored, so
 the protocol's metric is always computed on the original scale. `hpo denoise` fits the same map
-on the signals it is given. numpy only, and no hpo import: the lowest floor of the package.
+on the signals it is given.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """The signals a study trains and is scored on, in the units its model sees.
 
 A study's data source is a DataConfig (the protocol's sums of sines) or a FileData (the user's
-own file). Everything that trains or scores — a trial, `hpo evaluate` and `hpo replay`, the
-trial's picture, the baselines, the study note — takes its splits from here, so all of them see
-the same signals: synthetic splits are drawn from the data seed; file splits come from the file
+own file), chosen by one set of rules (`source_from`) from a study file's [data] table or from
+`hpo train`'s flags. Everything that trains or scores (a trial, `hpo evaluate` and `hpo replay`,
+the trial's picture, the baselines, the study note) takes its splits from here, so all of them
+see the same signals: synthetic splits are drawn from the data seed; file splits come from the file
 the study recorded, checked against its sha256 (FileData.verify), loaded and split once per
 process.
 
 A `normalize = true` file study feeds its model each signal mapped by its own noisy input's mean
 and standard deviation (hpo.task.normalize) and trains it toward the clean signal in those units;
 every output is mapped back before it is scored, so every score is the protocol's metric on the
-original scale. numpy only: the study validator and `hpo create` use this without torch.
+original scale.
 """
 
 from __future__ import annotations
