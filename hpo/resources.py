@@ -105,33 +105,77 @@ def too_big(e: Estimate) -> str:
 
 
 THREAD_STACK_BYTES = 8 * 2**20  # what each thread reserves for its stack (Linux's default)
+# Threads of a worker beside torch's: the interpreter, its heartbeat, the database driver's.
+THREADS_PER_WORKER = 4
 
 
-def check_threads(workers: int, threads: int) -> None:
-    """Refuses workers x torch threads whose stacks alone would not fit in memory (the long
-    property run drew `--workers 13 --threads 232`: 3,016 threads, 24 GB of stacks)."""
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def tasks_left() -> int | None:
+    """How many more processes and threads this process's pids cgroup lets start (its pids.max
+    minus pids.current, cgroup v2 or v1), or None when there is no such limit. A process or
+    thread past it fails to start: in torch, a crash (SIGSEGV), not an error."""
+    roots = [Path("/sys/fs/cgroup")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                roots.insert(0, Path("/sys/fs/cgroup/pids") / where.lstrip("/"))
+    except (OSError, ValueError):
+        pass
+    for root in [*roots, Path("/sys/fs/cgroup/pids")]:
+        limit, current = _read_int(root / "pids.max"), _read_int(root / "pids.current")
+        if limit is not None and current is not None:
+            return max(0, limit - current)
+    return None
+
+
+def check_threads(workers: int, threads: int, flag: str = "--threads") -> None:
+    """Refuses workers x torch threads that this machine cannot start: their stacks alone
+    would not fit in memory (the long property run drew `--workers 13 --threads 232`: 3,016
+    threads, 24 GB of stacks), or they pass the pids limit (where torch crashes)."""
     total = workers * threads
     fits = math.floor(0.9 * available_memory() / THREAD_STACK_BYTES)
     if total > fits:
         raise HpoError(
-            f"--threads {threads} with {workers} worker(s): {total} torch threads, whose stacks "
+            f"{flag} {threads} with {workers} worker(s): {total} torch threads, whose stacks "
             f"alone need {human(total * THREAD_STACK_BYTES)}, more than this machine's "
             f"{human(available_memory())} available; use at most {max(1, fits // workers)} "
             f"threads per worker (one per core is usual)")
+    left = tasks_left()
+    need = workers * (threads + THREADS_PER_WORKER)
+    if left is not None and need > left:
+        per = max(1, left // max(workers, 1) - THREADS_PER_WORKER)
+        raise HpoError(f"{flag} {threads} with {workers} worker(s): about {need} processes and "
+                       f"threads, more than the {left} this machine's pids limit leaves; use at "
+                       f"most {per} threads per worker (one per core is usual)")
 
 
-def worker_cap(requested: int, per_worker_extra: int) -> tuple[int, str | None]:
+def worker_cap(requested: int, per_worker_extra: int, threads: int = 1,
+               flag: str = "--workers") -> tuple[int, str | None]:
     """How many workers this machine can run, and a line saying why when it is fewer than
-    requested (None when the request fits)."""
+    requested (None when the request fits): by memory, by cores, and by the pids limit."""
     per = WORKER_BASE_BYTES + per_worker_extra
     by_memory = max(1, math.floor(0.9 * available_memory() / per))
     cores = os.cpu_count() or 1
     by_cores = WORKERS_PER_CORE * cores
-    allowed = min(by_memory, by_cores)
+    left = tasks_left()
+    by_pids = None if left is None else max(1, left // (threads + THREADS_PER_WORKER))
+    allowed = min(by_memory, by_cores, by_pids if by_pids is not None else by_cores)
     if requested <= allowed:
         return requested, None
-    why = (f"memory ({human(available_memory())} available) allows {by_memory} of about "
-           f"{human(per)} each" if by_memory <= by_cores else
-           f"{cores} core(s) allow {by_cores} ({WORKERS_PER_CORE} per core; more only "
-           "time-share the cores)")
-    return allowed, f"--workers {requested}: starting {allowed}, since {why}"
+    if by_pids is not None and by_pids == allowed:
+        why = f"the pids limit leaves {left} processes and threads"
+    elif by_memory == allowed:
+        why = (f"memory ({human(available_memory())} available) allows {by_memory} of about "
+               f"{human(per)} each")
+    else:
+        why = (f"{cores} core(s) allow {by_cores} ({WORKERS_PER_CORE} per core; more only "
+               "time-share the cores)")
+    return allowed, f"{flag} {requested}: starting {allowed}, since {why}"

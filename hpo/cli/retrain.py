@@ -3,11 +3,13 @@ configurations (torch, imported inside each command)."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from hpo import resources
 from hpo.cli.common import (
     MAX_COUNT,
     JsonOpt,
@@ -19,6 +21,7 @@ from hpo.cli.common import (
     load_study,
     out,
     threads_or_env,
+    warn,
 )
 from hpo.results.records import pm
 
@@ -43,7 +46,8 @@ def evaluate_cmd(
     from hpo.run.retrain import evaluate_top
 
     s, spec = load_study(study, storage)
-    rows = evaluate_top(s, spec, top, seeds, workers, threads_or_env(threads))
+    n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
+    rows = evaluate_top(s, spec, top, seeds, n, threads)
     if as_json:
         emit_json(rows)
         return
@@ -83,7 +87,8 @@ def rescore_cmd(
     s, spec = load_study(study, storage)
     curves = val_curves if val_curves is not None else (
         None if spec.file_data() is not None else RESCORE_CURVES)
-    rows = rescore_top(s, spec, top, seeds, curves, workers, threads_or_env(threads))
+    n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
+    rows = rescore_top(s, spec, top, seeds, curves, n, threads)
     if as_json:
         emit_json(rows)
         return
@@ -97,6 +102,19 @@ def rescore_cmd(
     out().print(table)
     typer.echo(f"best after rescoring: trial {rows[0]['number']}; `hpo best {study}` shows it, "
                f"`hpo evaluate {study}` scores it on the held-out test curves")
+
+
+def _pool(spec: Any, workers: int | None, jobs: int, threads: int) -> tuple[int, int]:
+    """Processes (default: one per core, never more than jobs) and threads this machine can
+    run, as `hpo search --workers` is capped: by memory, cores and the pids limit."""
+    from hpo.study.construct import memory_estimate
+
+    wanted = workers if workers is not None else min(jobs, os.cpu_count() or 1)
+    n, capped = resources.worker_cap(wanted, memory_estimate(spec).bytes, threads)
+    if capped:
+        warn(capped)
+    resources.check_threads(n, threads)
+    return n, threads
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -116,7 +134,7 @@ def replay_cmd(
     from hpo.run.retrain import replay
 
     s, spec = load_study(study, storage)
-    r = replay(s, spec, trial, threads_or_env(threads))
+    r = replay(s, spec, trial, _pool(spec, 1, 1, threads_or_env(threads))[1])
     if as_json:
         emit_json(r)
     else:

@@ -87,6 +87,7 @@ def train(
     if save is not None:
         check_output(save, "--save")
     _check_memory(cfg, data)
+    resources.check_threads(1, cfg.threads)
     from hpo.cli.progress import epoch_bar
     from hpo.task.fit import train_and_test
     from hpo.task.modelfile import save_model

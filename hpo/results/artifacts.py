@@ -185,6 +185,7 @@ def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
     shared = {r[3] for r in refs if not ours(r)}
     report = PruneReport(kept=kept, trials=[], dry_run=dry_run, shared=len(shared))
     todo: list[tuple[str, int, str, str]] = []
+    sizes: dict[str, int] = {}  # artifact id -> bytes
     for e in entries:
         path = base / e[3]
         if e[3] in shared:
@@ -193,8 +194,10 @@ def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
             report.missing += 1
             continue
         todo.append(e)
-        report.removed += 1
-        report.freed_bytes += path.stat().st_size
+        if e[3] not in sizes:
+            sizes[e[3]] = path.stat().st_size
+            report.removed += 1
+            report.freed_bytes += sizes[e[3]]
     if report.missing and not todo:
         raise ArtifactError(f"none of the {report.missing} artifacts to prune of study "
                             f"'{study.study_name}' is in {base}; pass --artifacts (or {ENV}) "
@@ -203,16 +206,35 @@ def prune_artifacts(study: optuna.Study, rdb: optuna.storages.RDBStorage,
                             for t, o, k, _ in todo})
     if dry_run or not todo:
         return report
-    # Metadata first, in one transaction, then files: a crash in between leaves an orphan file,
-    # never a dashboard entry pointing at nothing.
-    queries.mark_removed(rdb, todo)
-    for *_, aid in todo:
-        (base / aid).unlink(missing_ok=True)
+    # Files first, then the metadata of exactly the files that went: a store that refuses
+    # (read-only, gone) leaves every reference it kept pointing at a file that is still there.
+    gone: set[str] = set()
+    failure: OSError | None = None
+    for aid in dict.fromkeys(e[3] for e in todo):
+        try:
+            (base / aid).unlink(missing_ok=True)
+        except OSError as e:
+            failure = e
+            break
+        gone.add(aid)
+    done = [e for e in todo if e[3] in gone]
+    if done:
+        queries.mark_removed(rdb, done)
+    if len(done) < len(todo):
+        report.removed = len({e[3] for e in done})
+        report.freed_bytes = sum(sizes[a] for a in gone)
+        report.trials = sorted({cands[o] if t == "trial" else cands[dashboard_trial(k)]
+                                for t, o, k, _ in done})
     history = list(study.user_attrs.get(PRUNE_ATTR, []))[-19:]
     history.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "keep_top": keep_top, "removed": report.removed,
                     "freed_bytes": report.freed_bytes, "trials": report.trials})
     study.set_user_attr(PRUNE_ATTR, history)
+    if failure is not None:
+        raise ArtifactError(f"artifact store {base}: cannot remove its files "
+                            f"({failure.strerror}); removed {report.removed} of "
+                            f"{len({e[3] for e in todo})} (recorded), the rest are untouched: make "
+                            "it writable and run the prune again")
     return report
 
 

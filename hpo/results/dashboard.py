@@ -51,7 +51,8 @@ def journal_mode(url: str) -> str | None:
     path = sqlite_path(parse(url))
     if path is None or not path.exists():
         return None
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    # As a URI, with the path quoted: a '#' or '%' in a file name would otherwise cut it short.
+    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as con:
         return str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 

@@ -28,8 +28,9 @@ from hpo.results.records import pareto_best, record, with_rescores
 from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 
 SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test compares
-# Only a plain file URL: options (?mode=, ?uri=) or escapes are left to SQLAlchemy's parser.
-PLAIN_SQLITE = re.compile(r"^sqlite:///([^?%#]+)$")
+# Only a plain file URL: options, escapes, `~`, white space or control characters are left to
+# hpo.store.urls.parse (through Optuna's path), which expands or refuses them.
+PLAIN_SQLITE = re.compile(r"sqlite:///([^?%#~\s\x00-\x1f\x7f-\x9f][^?%#\s\x00-\x1f\x7f-\x9f]*)")
 INFINITY = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")
 # What the queries below read of Optuna's tables (the contract test checks each exists).
@@ -50,7 +51,7 @@ class NotHere(Exception):
 
 
 def sqlite_file(url: str) -> Path | None:
-    m = PLAIN_SQLITE.match(url)
+    m = PLAIN_SQLITE.fullmatch(url)
     if m is None:
         return None
     path = Path(m.group(1))

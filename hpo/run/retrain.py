@@ -73,7 +73,7 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
 
 
 def _run(jobs: list[Job], workers: int | None) -> list[dict[str, float]]:
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             return list(pool.map(run_job, jobs))

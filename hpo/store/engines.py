@@ -35,14 +35,24 @@ from hpo.store.urls import WHERE, mask, parse, sqlite_path
 # trial failed and retried (at most HPO_MAX_RETRY times); hpo.env reads them, on every open.
 
 
+MYSQL_READ_TIMEOUT = 180  # seconds
+
+
 def engine_kwargs(u: URL) -> dict[str, Any]:
     backend = u.get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": 60}}
     kw: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
                           "pool_recycle": 3600}
-    if backend == "postgresql" or backend == "mysql":
+    if backend == "postgresql":
+        # libpq's connect_timeout bounds the whole start-up: the connection and the greeting.
         kw["connect_args"] = {"connect_timeout": 10}
+    elif backend == "mysql":
+        # PyMySQL's connect_timeout bounds only the TCP connection; a port whose listener never
+        # speaks would hang in the greeting for ever. The read timeout ends that, and is longer
+        # than the budget lock's GET_LOCK wait (120 s), the longest a healthy call waits.
+        kw["connect_args"] = {"connect_timeout": 10, "read_timeout": MYSQL_READ_TIMEOUT,
+                              "write_timeout": MYSQL_READ_TIMEOUT}
     return kw
 
 

@@ -1,42 +1,72 @@
 """Storage URLs: which databases hpo opens, how a URL reads, and how it prints.
 
 A URL comes from --storage, else HPO_STORAGE, else a SQLite file under storage/ of the current
-directory (hpo.env.resolve_url). `parse` refuses what cannot work before anything connects,
-naming the flag and the variable; `mask` is the one way a URL is shown, with every password
-hidden.
+directory (hpo.env.resolve_url). `parse` is the one door: it refuses what cannot work before
+anything connects (control characters and stray white space, an unknown database, an in-memory
+SQLite file, an option the driver does not take or a value it would refuse later), expands `~`
+in a SQLite path, and names the flag and the variable in every message. `mask` is the one way a
+URL is shown: every credential hidden, in any form.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SAWarning
 
 from hpo import env
-from hpo.errors import StorageError
+from hpo.errors import StorageError, one_line
 
 WHERE = f"--storage or {env.STORAGE.name}"  # where a storage URL comes from, for every message
 DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
 # Plain dialect names get the drivers this package installs (psycopg 3, PyMySQL).
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
                    "mariadb": "mysql+pymysql"}
+# An option whose name says it holds a credential (password, sslpassword, passfile, a secret).
+SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+HIDDEN = "***"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# SQLite: the options SQLAlchemy's pysqlite dialect takes and checks; URI mode (uri=true and
+# its mode=, cache=, immutable=...) would open another file than the one hpo checks and locks.
+SQLITE_OPTIONS = ("timeout", "check_same_thread", "isolation_level", "detect_types",
+                  "cached_statements")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# PostgreSQL options that must be whole seconds or counts (libpq checks them only when it
+# connects, as a traceback).
+PG_INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+               "keepalives_count", "tcp_user_timeout", "port")
 
 
 def mask(url: str) -> str:
-    """The URL with any password replaced by ***: safe to print and log."""
+    """The URL with every credential replaced by ***: the password in its user part and every
+    option whose name holds one (password=, sslpassword=, a secret or token). Safe to print and
+    log; a URL that does not parse is not shown at all."""
     try:
         u = make_url(url)
-    except (ArgumentError, ValueError):
+    except (ArgumentError, ValueError, TypeError):
         return "<unparseable storage URL>"
     if u.host and "@" in u.host:
         # An unencoded '@' in the password: SQLAlchemy splits at the first '@', so the rest of
         # the password would be shown as part of the host.
         u = u.set(host=u.host.rsplit("@", 1)[1], password="-")
-    return u.render_as_string(hide_password=True)
+    hidden = {k: HIDDEN for k in u.query if SECRET_OPTION.search(k)}
+    if hidden:
+        u = u.update_query_dict(hidden)
+    return one_line(u.render_as_string(hide_password=True).replace("%2A%2A%2A", HIDDEN))
 
 
 def parse(url: str) -> URL:
+    """The URL as hpo will open it, or StorageError naming the problem and the fix."""
+    if url != url.strip() or _CONTROL.search(url):
+        raise StorageError(f"storage URL {mask(url.strip())!r} has white space at an end or "
+                           "control characters in it (a newline kept from a file, as a secret "
+                           f"made from a file keeps it); remove them ({WHERE})")
     try:
         u = make_url(url)
     except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
@@ -50,11 +80,70 @@ def parse(url: str) -> URL:
     if u.host and "@" in u.host:
         raise StorageError(f"storage URL {mask(url)}: its user or password holds an unencoded "
                            f"'@'; write it as %40 ({WHERE})")
-    if u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:"):
-        # An in-memory database dies with the process: no worker could ever join it.
-        raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give a "
-                           f"file, e.g. sqlite:///storage/hpo.db ({WHERE})")
-    return u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
+    if u.get_backend_name() == "sqlite":
+        if u.database in (None, "", ":memory:"):
+            # An in-memory database dies with the process: no worker could ever join it.
+            raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give "
+                               f"a file, e.g. sqlite:///storage/hpo.db ({WHERE})")
+        if u.database.startswith("~"):  # the same file for the database, logs and artifacts
+            u = u.set(database=os.path.expanduser(u.database))
+    u = u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
+    check_options(u, url)
+    return u
+
+
+def check_options(u: URL, shown: str) -> None:
+    """Refuses an option the driver does not take, or a value it would refuse when it connects,
+    by building what the driver builds from the URL (nothing connects)."""
+    def refuse(what: str) -> StorageError:
+        return StorageError(f"storage URL {mask(shown)}: {what} ({WHERE})")
+
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        unknown = sorted(set(u.query) - set(SQLITE_OPTIONS))
+        if unknown:
+            raise refuse(f"option {unknown[0]!r} is not one hpo opens SQLite with; use only "
+                         f"{', '.join(SQLITE_OPTIONS)}, or none")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)  # an option the driver would ignore
+            _, kw = u.get_dialect()().create_connect_args(u)
+        if backend == "postgresql":
+            _check_libpq(kw, refuse)
+        elif backend in ("mysql", "mariadb"):
+            _check_pymysql(kw)
+    except StorageError:
+        raise
+    except NoSuchModuleError as e:
+        raise refuse(f"no driver for this URL ({e}); use postgresql+psycopg:// or "
+                     "mysql+pymysql://") from e
+    except (ValueError, TypeError, KeyError, AttributeError, SAWarning, ImportError) as e:
+        raise refuse(f"an option the driver refuses ({one_line(str(e))[:200] or type(e).__name__})"
+                     "; fix or drop it") from e
+
+
+def _check_libpq(kw: MutableMapping[str, Any], refuse: Any) -> None:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        make_conninfo("", **kw)  # libpq's own parser: an unknown option is refused here
+    except ProgrammingError as e:
+        raise refuse(f"{one_line(str(e))}; see libpq's connection parameters") from e
+    for k in PG_INTEGERS:
+        if k in kw and not str(kw[k]).strip().lstrip("-").isdigit():
+            raise refuse(f"option {k}={kw[k]!r} must be a whole number")
+    if "sslmode" in kw and kw["sslmode"] not in SSLMODES:
+        raise refuse(f"option sslmode={kw['sslmode']!r}: use one of {', '.join(SSLMODES)}")
+
+
+def _check_pymysql(kw: MutableMapping[str, Any]) -> None:
+    import pymysql
+
+    if "charset" in kw and pymysql.charset.charset_by_name(kw["charset"]) is None:
+        raise ValueError(f"unknown charset {kw['charset']!r}; e.g. charset=utf8mb4")
+    # A Connection built without connecting checks every keyword, the charset and timeouts.
+    pymysql.connections.Connection(defer_connect=True, **kw)
 
 
 def sqlite_path(u: URL) -> Path | None:

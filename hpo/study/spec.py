@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -80,9 +81,13 @@ class Param:
         return list(range(int(self.low), int(self.high) + 1, int(step)))
 
     def _floats(self, step: float) -> list[Any]:
+        """The grid in the file's own decimals: low + i * step computed exactly on the numbers
+        as written (0.1 + 2 * 0.1 is 0.30000000000000004 in floats; rounding that to a fixed
+        number of places instead turned a 1e-13 step into a grid of zeros)."""
         assert self.low is not None and self.high is not None
-        n = int(round((self.high - self.low) / step))
-        return [round(self.low + i * step, 12) for i in range(n + 1)]
+        low, d = Decimal(repr(self.low)), Decimal(repr(step))
+        n = int((Decimal(repr(self.high)) - low) / d)
+        return [float(low + i * d) for i in range(n + 1)]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Optuna's constructors refuse is refused then, with Optuna's own reason.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -51,10 +52,14 @@ class SamplerSpec:
               ) -> optuna.samplers.BaseSampler:
         """The Optuna sampler; `seed` is this worker's, `study_seed` the study's."""
         opts = dict(self.options)
-        if self.kind == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **opts)
-        if self.kind == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **opts)
+        with warnings.catch_warnings():
+            # TPE's `group` and some GP settings are "experimental" in Optuna 5: valid settings,
+            # whose warning would reach the user on every command and in every worker log.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.kind == "tpe":
+                return optuna.samplers.TPESampler(seed=seed, **opts)
+            if self.kind == "gp":
+                return optuna.samplers.GPSampler(seed=seed, **opts)
         if self.kind == "grid":
             # The grid is shuffled by its seed and grid ids index the shuffled list, so every
             # worker must use the same seed or ids would map to different points.

@@ -13,6 +13,7 @@ does that, so `hpo denoise` uses a model exactly as it was trained and scored.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpo import resources
 from hpo.errors import InputFileError
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig
@@ -63,6 +65,7 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
     if not path.is_file():
         raise InputFileError(f"{path}: model file not found; pass --model a file saved by "
                              "`hpo train --save` or `hpo export`")
+    _check_inflated_size(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about old pickle protocols first
@@ -76,7 +79,8 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
         raise InputFileError(f"{path}: not an hpo model file (no '{FORMAT}' metadata); pass a "
                              "file saved by `hpo train --save` or `hpo export`")
     try:
-        model = Denoiser(int(meta["hidden_size"]), int(meta["shift"]))
+        hidden, shift = _checked_shape(meta, blob.get("state_dict"))
+        model = Denoiser(hidden, shift)
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise InputFileError(f"{path}: damaged hpo model file ({type(e).__name__}: "
@@ -84,6 +88,53 @@ def load_model(path: str | Path) -> tuple[Denoiser, dict[str, Any]]:
                              ) from e
     model.eval()
     return model, meta
+
+
+def _check_inflated_size(path: Path) -> None:
+    """A model file is a zip archive; refuses one whose members would inflate past this
+    process's share of memory (a few MB can hold GBs of compressed zeros) before torch reads
+    a byte of it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            inflated = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip: torch.load refuses it below, in one line
+    est = resources.Estimate(inflated, "--model")
+    if not est.fits():
+        raise InputFileError(f"{path}: its contents inflate to {resources.human(inflated)}, "
+                             f"which {resources.too_big(est)}; not an hpo model file")
+
+
+def expected_shapes(hidden: int) -> dict[str, tuple[int, ...]]:
+    """The state dict of a Denoiser of this hidden size, by tensor name and shape."""
+    h4 = 4 * hidden
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, width in (("lstm1", 1), ("lstm2", hidden)):
+        shapes.update({f"{name}.weight_ih_l0": (h4, width), f"{name}.weight_hh_l0": (h4, hidden),
+                       f"{name}.bias_ih_l0": (h4,), f"{name}.bias_hh_l0": (h4,)})
+    return {**shapes, "head.weight": (1, hidden), "head.bias": (1,)}
+
+
+def _checked_shape(meta: dict[str, Any], state: Any) -> tuple[int, int]:
+    """(hidden size, shift) from the metadata, believed only when the weights have exactly the
+    shapes they imply: a model is built only after that, so a file cannot make hpo allocate
+    more than its own tensors hold."""
+    hidden, shift = meta.get("hidden_size"), meta.get("shift")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (hidden, shift)):
+        raise ValueError(f"hidden_size {hidden!r} and shift {shift!r} must be whole numbers")
+    assert isinstance(hidden, int) and isinstance(shift, int)
+    if not (1 <= hidden <= 1_000_000 and 0 <= shift <= 1_000_000):
+        raise ValueError(f"hidden_size {hidden} or shift {shift} out of range")
+    if not isinstance(state, dict):
+        raise ValueError("no state_dict of tensors")
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    want = expected_shapes(hidden)
+    if found != want:
+        bad = next((k for k in want if found.get(k) != want[k]), None) or next(iter(
+            set(found) - set(want)), "?")
+        raise ValueError(f"its weights do not match hidden_size {hidden} (tensor {bad}: "
+                         f"{found.get(bad)}, expected {want.get(bad)})")
+    return hidden, shift
 
 
 def trained_length(meta: dict[str, Any]) -> int | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo import resources
 from hpo.errors import InputFileError
 
 
@@ -27,7 +28,8 @@ def read_signals(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputFileError(f"{path}: input file not found; pass --input a CSV of signals, "
                              "one per row")
-    return parse_signals_csv(path)
+    with np.errstate(over="ignore"):  # reported by position below, not warned
+        return _within_float32(parse_signals_csv(path), str(path))
 
 
 def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
@@ -36,6 +38,9 @@ def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
     float32 array of an existing file. `label` starts every message (default: the path), so a
     study's file can also name its key."""
     label = str(path) if label is None else label
+    # At most one value per two bytes of text, each a Python float in a list until the array
+    # exists: refused by the file's size before a line is read.
+    _fits(label, path.stat().st_size // 2 * CSV_BYTES_PER_VALUE)
     rows: list[list[float]] = []
     try:
         with path.open(newline="") as f:
@@ -87,6 +92,15 @@ def write_signals(path: str | Path, signals: np.ndarray) -> Path:
 
 
 FORMATS = (".npy", ".csv")
+CSV_BYTES_PER_VALUE = 36  # a float in a list, its list slot, and the float32 array
+
+
+def _fits(label: str, need: int) -> None:
+    """Refuses a file whose values would not fit in this process's share of memory."""
+    est = resources.Estimate(need, label)
+    if not est.fits():
+        raise InputFileError(f"{label}: loading it {resources.too_big(est)}; use fewer or "
+                             "shorter signals, or split the file")
 
 
 HINT = "save an (n_signals, length) float array with numpy.save, or a CSV of one signal per row"
@@ -137,6 +151,8 @@ def _npy_header(path: Path, label: str) -> tuple[tuple[int, ...], np.dtype[Any]]
                              f"{HINT}")
     if dtype.kind not in "biuf":
         raise InputFileError(f"{label}: holds {dtype} values, not numbers; {HINT}")
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise InputFileError(f"{label}: damaged .npy header (shape {tuple(shape)}); {HINT}")
     if len(shape) != 2:
         raise InputFileError(f"{label}: a {len(shape)}-D array of shape {tuple(shape)}; one "
                              "signal per row needs a 2-D array (n_signals, length), e.g. "
@@ -198,16 +214,22 @@ def load_signals_file(path: str | Path, *, what: str = "data.file") -> np.ndarra
         if _check_path(path, what) == ".csv":
             arr = parse_signals_csv(path, label)  # NaN/inf text is refused while parsing
         else:
-            _check_rows(_npy_header(path, label)[0], label)
+            shape, dtype = _npy_header(path, label)
+            _fits(label, math.prod(_check_rows(shape, label)) * (dtype.itemsize + 4 + 1))
             raw = np.load(path, allow_pickle=False)
             bad = _first_bad(raw)
             if bad is not None:
                 raise InputFileError(f"{label}: signals[{bad[0]}, {bad[1]}] is {raw[bad]}; "
                                      "remove NaN/inf values")
             arr = raw.astype(np.float32)
+    return _within_float32(arr, label, npy=path.suffix.lower() == ".npy")
+
+
+def _within_float32(arr: np.ndarray, label: str, *, npy: bool = False) -> np.ndarray:
+    """The array, or one line naming the first value the cast to float32 made infinite."""
     bad = _first_bad(arr)
     if bad is not None:
-        where = (f"signals[{bad[0]}, {bad[1]}]" if path.suffix.lower() == ".npy" else
+        where = (f"signals[{bad[0]}, {bad[1]}]" if npy else
                  f"signal {bad[0] + 1}, column {bad[1] + 1}")
         raise InputFileError(f"{label}: {where} is beyond float32 (|x| > 3.4e38); rescale the "
                              "signals")

@@ -350,3 +350,36 @@ def test_prune_leaves_shared_files_and_refuses_a_wrong_store(
     r = prune_artifacts(study, open_storage(url, heartbeat=False), store, 0)
     assert (r.removed, r.shared, r.trials) == (2, 2, [1])
     assert all((store / a).exists() for a in files_of(study, 0))
+
+
+def test_prune_on_a_store_that_refuses_records_only_what_went(
+        tmp_path: Path, study_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files first, then the metadata of the files that were removed: a store that refuses
+    after the first file (read-only, full, gone) leaves one line, that file recorded as
+    removed, and every other reference pointing at a file that is still there."""
+    url, store = f"sqlite:///{tmp_path / 'hpo.db'}", tmp_path / "store"
+    study = fake_study(url, store, study_file(), [1.0, 5.0, 3.0])
+    before = {n: files_of(study, n) for n in range(4)}
+    real, calls = Path.unlink, []
+
+    def refusing(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == store:
+            calls.append(self.name)
+            if len(calls) > 1:
+                raise PermissionError(13, "Read-only file system")
+        real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refusing)
+    with pytest.raises(ArtifactError) as info:
+        prune_artifacts(study, open_storage(url, heartbeat=False), store, 1)
+    assert "Read-only file system" in str(info.value) and "removed 1 of 4" in str(info.value)
+    monkeypatch.setattr(Path, "unlink", real)
+    fresh, _ = load(study.study_name, open_storage(url, heartbeat=False))
+    left = {n: files_of(fresh, n) for n in range(4)}
+    assert sum(len(v) for v in left.values()) == sum(len(v) for v in before.values()) - 1
+    for ids in left.values():  # every reference kept points at a file that is there
+        assert all((store / a).is_file() for a in ids)
+    assert fresh.user_attrs[PRUNE_ATTR][-1]["removed"] == 1
+    again = prune_artifacts(fresh, open_storage(url, heartbeat=False), store, 1)
+    assert again.removed == 3 and not any((store / a).exists() for n in (0, 2)
+                                          for a in before[n])
