@@ -141,7 +141,12 @@ def open_storage_url(storage: str | None, create: bool = False,
     return url, open_storage(url, create=create, heartbeat=heartbeat)
 
 
-def load_study(name: str, storage: str | None) -> tuple[Any, Any]:
+def load_study(name: str, storage: str | None, heartbeat: bool = False) -> tuple[Any, Any]:
+    """The study and its spec; says which heartbeat variables the study does not obey."""
+    from hpo.store import heartbeat as contract
     from hpo.store.studies import load
 
-    return load(name, open_storage_url(storage)[1])
+    study, spec = load(name, open_storage_url(storage, heartbeat=heartbeat)[1])
+    if (differ := contract.note(study)) is not None:
+        warn(differ)
+    return study, spec

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from hpo.cli.common import JsonOpt, StorageOpt, StudyArg, app, emit_json, open_storage_url
+from hpo.cli.common import JsonOpt, StorageOpt, StudyArg, app, emit_json, load_study
+from hpo.store.optuna_api import rdb_of, storage_of
 from hpo.store.recovery import fail_stale, retry_failed
-from hpo.store.studies import load
 
 
 def _pairs(pairs: list[tuple[int, int]]) -> str:
@@ -25,8 +25,9 @@ def retry_failed_cmd(
     Trials already retried (by the workers or an earlier run) and parameters that ran or wait
     elsewhere are skipped.
     """
-    st = open_storage_url(storage)[1]
-    s, _ = load(study, st)
+    s, _ = load_study(study, storage)
+    st = rdb_of(storage_of(s))
+    assert st is not None, "hpo studies live in SQL storage"
     r = retry_failed(s, st)
     if as_json:
         emit_json({"requeued": [{"failed": a, "new": b} for a, b in r.requeued],
@@ -58,8 +59,9 @@ def fail_stale_cmd(
     this host that no longer exists. Re-queues stop after HPO_MAX_RETRY per trial.
     """
     # Heartbeat settings on: they carry the grace period and the bounded retry callback.
-    st = open_storage_url(storage, heartbeat=True)[1]
-    s, _ = load(study, st)
+    s, _ = load_study(study, storage, heartbeat=True)  # the study's contract, not ours
+    st = rdb_of(storage_of(s))
+    assert st is not None, "hpo studies live in SQL storage"
     r = fail_stale(s, st)
     if as_json:
         emit_json({"failed": [{"number": n, "reason": why} for n, why in r.failed],

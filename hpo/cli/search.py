@@ -31,6 +31,7 @@ from hpo.env import resolve_url
 from hpo.results.optuna_reader import best_trials, trial_record
 from hpo.results.records import trials_table
 from hpo.run.supervisor import check_logs, log_dir, next_steps, supervise
+from hpo.store import heartbeat
 from hpo.store.engines import open_storage, undo_new_sqlite_file
 from hpo.store.studies import Creation, ensure_study
 from hpo.store.urls import mask
@@ -49,6 +50,8 @@ def _create(spec: StudySpec, storage: str | None, trials: int | None) -> tuple[s
         creation = ensure_study(spec, open_storage(url, create=True, heartbeat=False), trials)
     if creation.message:
         warn(creation.message)
+    if (differ := heartbeat.note(creation.study)) is not None:
+        warn(differ)
     return url, creation
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -48,6 +48,10 @@ class Outcome:
     state: TrialState
     values: list[float] | None
     summary: str
+    # Set when storage refused this attempt's writes part-way (another process declared the
+    # trial dead): what it meant to record, so that the worker can still keep the result.
+    attrs: dict[str, Any] = field(default_factory=dict)
+    detached: bool = False
 
 
 def suggest(trial: optuna.Trial, p: Param) -> Any:
@@ -118,19 +122,27 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     marks = progress_steps(spec.train_config(params, 0).epochs)
     prune_at = pruning_marks(spec, marks.values())
     curve: list[float] = []
+    detached = False  # storage refused a write: the trial was declared dead elsewhere
 
     def checkpoint(_: EpochReport) -> None:
         if stop is not None:
             stop()
 
     def on_epoch(r: EpochReport) -> None:
+        nonlocal detached
         checkpoint(r)
         curve.append(round(r.val_removed, 3))
         pct = marks.get(r.epoch)
-        if pct is None or not report:
+        if pct is None or not report or detached:
             return
-        call(lambda: trial.report(r.val_removed, pct), "report an intermediate value",
-             kind=timing.REPORT)
+        try:
+            call(lambda: trial.report(r.val_removed, pct), "report an intermediate value",
+                 kind=timing.REPORT)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Declared dead by another process (its clock, a long outage): train on, so that
+            # the result can still be kept (the worker records it on the re-queued copy).
+            detached = True
+            return
         if pct in prune_at and call(trial.should_prune, "ask the pruner",
                                     kind=timing.PRUNE_CHECK):
             raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({pct} % of the schedule)")
@@ -172,11 +184,15 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     # up now, while this trial still runs. A failure there is recorded, never the trial's end.
     record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
                                          data, val, call))
-    _record(trial, call, record)
+    try:
+        _record(trial, call, record)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        detached = True
     measured = {"val_removed": mean, "train_seconds": seconds}
     values = [measured[m] for m in spec.metrics]  # by name: the study's order, not ours
     return Outcome(TrialState.COMPLETE, values,
-                   f"{mean:.2f} % {params} ({seconds:.1f} s per seed)")
+                   f"{mean:.2f} % {params} ({seconds:.1f} s per seed)", {**attrs, **record},
+                   detached)
 
 
 def compact_curve(val: list[float], loss: list[float] | None) -> dict[str, list[Any]]:

@@ -90,9 +90,9 @@ def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: 
     try:
         attrs.update(_upload_all(trial, result, train_cfg, data, split.raw, denoised, score,
                                  call, store_dir))
-    except optuna.exceptions.UpdateFinishedTrialError:
-        raise  # declared dead meanwhile: the worker drops this attempt as a whole
     except Exception as e:  # noqa: BLE001 - results first: any failure here is only recorded
+        # (also a trial declared dead meanwhile, whose uploads Optuna refuses: its result may
+        # still be kept on its re-queued copy)
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         attrs["artifact_error"] = reason
         _warn_once(f"upload:{type(e).__name__}", f"trial {trial.number}: artifacts not uploaded "

@@ -38,7 +38,8 @@ from hpo.run.uploads import check_store
 from hpo.store import optuna_api
 from hpo.store.attrs import FAIL_REASON_ATTR
 from hpo.store.engines import open_storage
-from hpo.store.recovery import fail_stale, requeue
+from hpo.store.heartbeat import note
+from hpo.store.recovery import adopt, fail_stale, requeue
 from hpo.store.studies import budget_lock, counts, load, make_pruner, make_sampler
 from hpo.study.spec import worker_seed
 from hpo.task.source import verify
@@ -188,6 +189,8 @@ def _run(url: str, study_name: str, worker_index: int | None, threads: int, poll
 def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: int | None,
           threads: int, poll: float, max_trials: int | None, job: RunTrial) -> WorkerSummary:
     study, spec = load(study_name, storage)
+    if (differ := note(study)) is not None:
+        log.warning("%s", differ)
     # A study on a data file: this host's copy must be the file the study recorded (its
     # sha256), refused in one line before this worker claims any trial.
     verify(spec.source(), study_name)
@@ -262,7 +265,7 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
     except STORAGE_ERRORS:
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
-        _declared_dead(trial)
+        _declared_dead(trial, "it had not trained yet; the re-queued copy runs instead")
         return TrialState.FAIL
     except Exception as e:  # a bug or a bad configuration: record it, keep the worker alive
         log.exception("trial %d failed", trial.number)
@@ -272,20 +275,30 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
     told = retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE
                                     else None, state=state, skip_if_finished=True),
                  "record the trial's result", kind=timing.TELL)
-    if told.state != state:
-        _declared_dead(trial)
-        return TrialState.FAIL
-    log.info("trial %d %s: %s", trial.number, state.name.lower(), outcome.summary)
-    return state
+    if told.state == state and not outcome.detached:
+        log.info("trial %d %s: %s", trial.number, state.name.lower(), outcome.summary)
+        return state
+    if state == TrialState.COMPLETE and outcome.values is not None:
+        # Results first: a trained result is kept on the re-queued copy if nobody took it yet.
+        values = outcome.values
+        copy_ = retry(lambda: adopt(study, storage, trial.number, values, outcome.attrs),
+                      "keep the result on the trial's re-queued copy", kind=timing.TELL)
+        if copy_ is not None:
+            log.warning("trial %d was declared dead by another process (no heartbeat within the "
+                        "study's grace period) and re-queued as trial %d, which had not started: "
+                        "this attempt's result is recorded there: %s", trial.number, copy_,
+                        outcome.summary)
+            return TrialState.COMPLETE
+    _declared_dead(trial, "its copy already runs or ran, so this attempt's result is dropped")
+    return TrialState.FAIL
 
 
-def _declared_dead(trial: optuna.Trial) -> None:
+def _declared_dead(trial: optuna.Trial, what: str) -> None:
     # This worker went without heartbeats for longer than the grace period (a starved CPU, a
-    # long database outage): another worker failed the trial and re-queued its params, and
-    # that copy counts. Saying so beats a traceback, or a "complete" that storage never saw.
+    # long database outage): another process failed the trial and re-queued its params, and
+    # that copy runs or ran. Saying so beats a traceback, or a "complete" that storage never saw.
     log.warning("trial %d was declared dead by another worker (no heartbeat within the grace "
-                "period) and its parameters re-queued; this attempt's result is dropped",
-                trial.number)
+                "period) and its parameters re-queued; %s", trial.number, what)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> bool:

@@ -13,6 +13,7 @@ RESCORE_ATTR = "hpo:rescored"  # `hpo rescore`: the top trials on more seeds and
 SUMMARY_ATTR = "hpo:summary"  # one readable line: what the dashboard shows first
 EVAL_ATTR = "hpo:evaluation"  # `hpo evaluate`: the top trials on the held-out test split
 PRUNE_ATTR = "hpo:artifacts_pruned"  # `hpo artifacts prune`: the last 20 runs
+HEARTBEAT_ATTR = "hpo:heartbeat"  # the study's heartbeat contract (hpo.store.heartbeat)
 
 # Trial user attrs that other commands read back.
 SEEDS_ATTR = "seeds"  # the training seed of each repeat
@@ -23,6 +24,7 @@ REASON_ATTR = "reason"  # why a trial was pruned or diverged
 HOST_ATTR = "host"
 PID_ATTR = "pid"
 RETRY_OF_ATTR = "retry_of"  # on a re-queued attempt: the number of the trial it retries
+ADOPTED_ATTR = "adopted_from"  # a result recorded on the re-queued copy of a trial declared dead
 
 # Optuna's own system attr keys (optuna.artifacts, the dashboard, heartbeat retries).
 ARTIFACT_PREFIX = "artifacts:"  # a trial's (or a study's) artifact: artifacts:<id>

@@ -30,7 +30,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import env
 from hpo.store import optuna_api
-from hpo.store.attrs import FAIL_REASON_ATTR, HOST_ATTR, PID_ATTR, RETRY_HISTORY
+from hpo.store.attrs import (
+    ADOPTED_ATTR,
+    FAIL_REASON_ATTR,
+    HOST_ATTR,
+    PID_ATTR,
+    RETRY_HISTORY,
+    RETRY_OF_ATTR,
+)
 from hpo.store.engines import RetryStaleTrial
 from hpo.store.studies import budget_lock, counts
 
@@ -191,3 +198,31 @@ def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
     if callback is None:
         callback = RetryStaleTrial(max_retry=env.heartbeat_settings()[2])
     callback(study, frozen)
+
+
+def adopt(study: optuna.Study, storage: optuna.storages.RDBStorage, number: int,
+          values: list[float], attrs: dict[str, Any]) -> int | None:
+    """Keeps a finished attempt's result that storage refused because another process
+    declared the trial dead (by its clock, or through a long outage) and re-queued its
+    parameters: when that re-queued copy has not started yet, the result is recorded on it,
+    with the attempt's params and attrs and `adopted_from`. Returns the copy's number, or None
+    when the copy already runs or ran (then its result counts and this one is dropped).
+    Under the budget lock, like every claim: a worker cannot take the copy meanwhile."""
+    st = optuna_api.storage_of(study)
+    with budget_lock(storage, study.study_name):
+        original = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        copy_ = next((t for t in waiting
+                      if t.system_attrs.get(RETRY_HISTORY, [])[-1:] == [number]), None)
+        if copy_ is None:
+            return None
+        tid = optuna_api.trial_id(copy_)
+        if not st.set_trial_state_values(tid, TrialState.RUNNING):
+            return None
+        for name, value in original.params.items():
+            dist = original.distributions[name]
+            st.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
+        for k, v in {**attrs, RETRY_OF_ATTR: number, ADOPTED_ATTR: number}.items():
+            st.set_trial_user_attr(tid, k, v)
+        st.set_trial_state_values(tid, TrialState.COMPLETE, values)
+        return copy_.number

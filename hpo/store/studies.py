@@ -24,8 +24,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError, StudyMismatchError, first_line
-from hpo.store import optuna_api, queries
-from hpo.store.attrs import BUDGET_ATTR, SPEC_ATTR, SUMMARY_ATTR
+from hpo.store import heartbeat, optuna_api, queries
+from hpo.store.attrs import BUDGET_ATTR, HEARTBEAT_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.store.engines import study_names
 from hpo.store.urls import mask, sqlite_path
 from hpo.study.spec import METRIC_LABELS, StudySpec
@@ -96,7 +96,8 @@ def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) ->
         rdb, spec.name, [StudyDirection[d.upper()] for d in spec.directions],
         # The summary first: the dashboard lists study attrs in the order they were written.
         {SUMMARY_ATTR: summary_line(spec), BUDGET_ATTR: budget,
-         SPEC_ATTR: json.loads(json.dumps(spec.to_dict()))},
+         SPEC_ATTR: json.loads(json.dumps(spec.to_dict())),
+         HEARTBEAT_ATTR: heartbeat.from_env().to_dict()},
         {**optuna_api.note_attrs(note),
          **optuna_api.metric_names_attrs([METRIC_LABELS[m] for m in spec.metrics])}, waiting)
 
@@ -164,6 +165,7 @@ def load(name: str, storage: optuna.storages.BaseStorage, *,
     if stored is None:
         raise StorageError(f"study '{name}' was not created by hpo (no stored definition); "
                            "create it with `hpo create STUDY_FILE`")
+    heartbeat.apply(study, storage)  # staleness judged by the study's contract, not ours
     return study, StudySpec.from_dict(stored)
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
 from hpo.store.engines import open_storage
+from hpo.store.optuna_api import models
 
 T = TypeVar("T")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -192,3 +193,16 @@ def mid_trial(url: str, name: str, low: float = 0.3, high: float = 1.2) -> Froze
             if low <= age <= high:
                 return t
     return None
+
+
+def age_heartbeat(url: str, trial_id: int, seconds: float) -> None:
+    """Moves a trial's last heartbeat into the past (as if its worker died that long ago)."""
+    storage = open_storage(url, heartbeat=False)
+    session = storage.scoped_session()
+    try:
+        beat = session.query(models().TrialHeartbeatModel).filter_by(trial_id=trial_id).one()
+        beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
+        session.commit()
+    finally:
+        session.close()
+        storage.engine.dispose()

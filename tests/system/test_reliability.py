@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import pytest
 import sqlalchemy
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -46,6 +45,7 @@ from tests.support.backends import backend_url
 from tests.support.searchprocs import (
     FINISHED,
     SECONDS_STUDY,
+    age_heartbeat,
     by_state,
     hpo_env,
     mid_trial,
@@ -386,19 +386,6 @@ def test_retry_failed_requeues_each_failed_trial_once(
         assert retry.state == TrialState.COMPLETE and retry.params == trials[n].params
 
 
-def age_heartbeat(url: str, trial_id: int, seconds: float) -> None:
-    """Moves a trial's last heartbeat into the past (as if its worker died that long ago)."""
-    storage = open_storage(url, heartbeat=False)
-    session = storage.scoped_session()
-    try:
-        beat = session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).one()
-        beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
-        session.commit()
-    finally:
-        session.close()
-        storage.engine.dispose()
-
-
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -490,15 +477,17 @@ def test_points_study_with_smaller_budget_finishes(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.WAITING] * 2
 
 
-@pytest.mark.parametrize("when", ["mid-training", "at tell"])
+@pytest.mark.parametrize("when", ["before training", "at tell", "at tell, copy taken"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_worker_declared_dead_drops_its_attempt_and_goes_on(
+def test_a_worker_declared_dead_keeps_its_result_when_it_can_and_goes_on(
         when: str, backend: str, study_file: Callable[..., Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A worker starved of CPU (or cut off from the database) beyond the grace period is
-    declared dead by another, which fails and re-queues its trial. When it wakes up it must
-    neither crash nor claim a result that storage refused: it drops the attempt, says why, and
-    goes on; the re-queued copy runs and the study still ends with exactly its budget."""
+    declared dead by another, which fails and re-queues its trial. When it wakes up it neither
+    crashes nor claims a result that storage refused. A result it trained is kept on the
+    re-queued copy if that copy has not started (results first); if the copy already runs or
+    ran, or nothing was trained yet, the attempt is dropped with a line saying why. Either way
+    the study ends with exactly its budget."""
     storage_url = backend_url(backend, tmp_path)
     path = study_file(trials=3)
     study = create(path, storage_url)
@@ -515,18 +504,27 @@ def test_a_worker_declared_dead_drops_its_attempt_and_goes_on(
         age_heartbeat(storage_url, trial._trial_id, 3600)
         watcher, _ = load(study.study_name, other)
         assert [n for n, _ in fail_stale(watcher, other).failed] == [trial.number]
-        if when == "at tell":
-            return hpo.run.objective.Outcome(TrialState.COMPLETE, [99.0], "never recorded")
-        return real(spec, trial, **kw)  # its first set_user_attr is refused
+        if when == "before training":
+            return real(spec, trial, **kw)  # its first set_user_attr is refused
+        if when == "at tell, copy taken":
+            copy_ = watcher.ask()  # another worker claims the copy and finishes it
+            watcher.tell(copy_, 1.0)
+        return hpo.run.objective.Outcome(TrialState.COMPLETE, [99.0], "trained")
 
     monkeypatch.setattr(hpo.run.objective, "run_trial", starved)
     with caplog.at_level("WARNING", logger="hpo.worker"):
         summary = hpo.run.worker.run_worker(storage_url, study.study_name, poll=0.1)
-    assert (summary.completed, summary.failed) == (3, 1)
-    assert f"trial {victims[0]} was declared dead by another worker" in caplog.text
     trials = read_trials(storage_url, study.study_name)
     assert trials[victims[0]].state == TrialState.FAIL
-    assert 99.0 not in [v for t in trials for v in (t.values or [])]
     (retry,) = successors(trials, victims[0])
     assert retry.state == TrialState.COMPLETE and retry.params == trials[victims[0]].params
     assert finished(trials) == 3
+    if when == "at tell":
+        assert (summary.completed, summary.failed) == (3, 0)
+        assert retry.values == [99.0] and retry.user_attrs["adopted_from"] == victims[0]
+        assert f"re-queued as trial {retry.number}, which had not started" in caplog.text
+    else:
+        assert f"trial {victims[0]} was declared dead by another worker" in caplog.text
+        assert 99.0 not in [v for t in trials for v in (t.values or [])]
+        assert summary.failed == 1
+        assert summary.completed == (3 if when == "before training" else 2)
