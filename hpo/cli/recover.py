@@ -55,8 +55,9 @@ def fail_stale_cmd(
 ) -> None:
     """Mark RUNNING trials whose worker is gone as failed, and re-queue their parameters.
 
-    Gone: no heartbeat for HPO_GRACE_PERIOD seconds or, for a trial without heartbeats, a pid on
-    this host that no longer exists. Re-queues stop after HPO_MAX_RETRY per trial.
+    Gone: its worker ran on this host and its pid no longer exists (at once), or no heartbeat
+    for the study's grace period. Every other running trial is left alone, with the reason
+    (its heartbeat's age, or its host). Re-queues stop after the study's retry limit.
     """
     # Heartbeat settings on: they carry the grace period and the bounded retry callback.
     s, _ = load_study(study, storage, heartbeat=True)  # the study's contract, not ours
@@ -67,6 +68,7 @@ def fail_stale_cmd(
         emit_json({"failed": [{"number": n, "reason": why} for n, why in r.failed],
                    "requeued": [{"failed": a, "new": b} for a, b in r.requeued],
                    "not_requeued": r.not_requeued, "unjudged": r.unjudged,
+                   "left_alone": [{"number": n, "why": r.why.get(n, "")} for n in r.unjudged],
                    "running": r.running})
         return
     typer.echo(f"failed {len(r.failed)} of {r.running} running trial(s) of '{study}'"
@@ -76,8 +78,6 @@ def fail_stale_cmd(
     if r.not_requeued:
         typer.echo(f"not re-queued (out of retries, HPO_MAX_RETRY): "
                    f"{', '.join(map(str, r.not_requeued))}")
-    if r.unjudged:
-        typer.echo(f"left alone (no heartbeat to judge by; their worker is alive, on another "
-                   f"host, or unknown): "
-                   f"{', '.join(map(str, r.unjudged))}")
+    for n in r.unjudged:
+        typer.echo(f"left alone: trial {n} ({r.why.get(n, 'not judged from here')})")
 

@@ -46,6 +46,18 @@ def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, 
     return {**dict.fromkeys(TrialState, 0), **state_counts_by_study(rdb, sid).get(sid, {})}
 
 
+def heartbeat_ages(rdb: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:
+    """Seconds since each RUNNING trial's last heartbeat (trial id -> age), by the database's
+    clock: the clock every process judges staleness by."""
+    m = optuna_api.models()
+    T, H = m.TrialModel, m.TrialHeartbeatModel
+    query = (sa.select(T.trial_id, H.heartbeat, sa.func.now()).join(H, H.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.RUNNING))
+    with rdb.engine.connect() as con:
+        return {tid: (now.replace(tzinfo=None) - beat).total_seconds()
+                for tid, beat, now in con.execute(query)}
+
+
 def value_extremes(rdb: optuna.storages.RDBStorage
                     ) -> dict[int, tuple[float | None, float | None]]:
     """(lowest, highest) first-objective value of each study's complete trials, in one query;

@@ -7,13 +7,14 @@ retried:
 a failed trial whose number appears in any trial's retry_history already has a successor and is
 never queued again, whether the workers, `fail-stale` or an earlier `retry-failed` queued it.
 
-Which RUNNING trials `fail-stale` declares dead:
-* trials with a heartbeat row (every trial an hpo worker runs): when the last beat is older than
-  the grace period (HPO_GRACE_PERIOD), exactly as the workers decide it;
-* trials without one (an `optuna ask` client, a worker of an older version): only when the trial
-  ran on this host and the process id it recorded no longer exists (or is a zombie). A trial from
-  another host, or without a recorded pid, cannot be judged and is left alone and reported. A pid
-  reused by an unrelated process keeps its trial RUNNING: the error is on the safe side.
+Which RUNNING trials `fail-stale` declares dead, by evidence that holds for every process:
+* a trial whose worker ran on this host and whose process id no longer exists (or is a zombie):
+  at once, heartbeat or not (a worker killed a moment ago need not wait out the grace period);
+* a trial whose last heartbeat is older than the study's grace period (hpo.store.heartbeat),
+  exactly as the workers decide it.
+Every other RUNNING trial is left alone and reported with the reason: its heartbeat's age against
+the grace period, or its host. A pid reused by an unrelated process keeps its trial RUNNING: the
+error is on the safe side.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import env
-from hpo.store import optuna_api
+from hpo.store import optuna_api, queries
 from hpo.store.attrs import (
     ADOPTED_ATTR,
     FAIL_REASON_ATTR,
@@ -113,7 +114,8 @@ class StaleReport:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (number, why)
     requeued: list[tuple[int, int]] = field(default_factory=list)  # (failed, new trial)
     not_requeued: list[int] = field(default_factory=list)  # out of retries (HPO_MAX_RETRY)
-    unjudged: list[int] = field(default_factory=list)  # no heartbeat, not on this host or no pid
+    unjudged: list[int] = field(default_factory=list)  # alive, or not judged from here
+    why: dict[int, str] = field(default_factory=dict)  # number -> why it was left alone
     running: int = 0
 
 
@@ -133,6 +135,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _waiting(age: float | None, grace: int | None, where: Any, pid: Any, host: str) -> str:
+    """Why a RUNNING trial is left alone, in words."""
+    place = (f"its worker pid {pid} is alive here" if where == host and isinstance(pid, int)
+             else f"on host {where}" if isinstance(where, str) else "no host recorded")
+    if age is None:
+        return f"no heartbeat to judge by; {place}"
+    return f"heartbeat {age:.0f} s old, under the study's {grace} s grace period; {place}"
+
+
 def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
                judge_pids: bool = True, by: str = "`hpo fail-stale`") -> StaleReport:
     """Fails the RUNNING trials whose worker is gone (see the module notes) and re-queues their
@@ -147,23 +158,30 @@ def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
     trial's parameters WAITING for ever (CI caught it in
     test_host_lost_mid_trial_its_trial_is_retried_elsewhere)."""
     report = StaleReport()
-    stale = set(optuna_api.stale_trial_ids(storage, optuna_api.study_id(study)))
+    sid = optuna_api.study_id(study)
+    beats = storage.heartbeat_interval is not None  # a storage opened without: no stale ids
+    stale = set(optuna_api.stale_trial_ids(storage, sid)) if beats else set()
     if not stale and not judge_pids:
         return report
     grace = storage.grace_period
     host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     report.running = len(running)
+    ages = queries.heartbeat_ages(storage, sid) if judge_pids else {}
     dead: list[tuple[FrozenTrial, str]] = []
     for t in running:
-        if optuna_api.trial_id(t) in stale:
+        tid, pid, where = optuna_api.trial_id(t), t.user_attrs.get(PID_ATTR), t.user_attrs.get(
+            HOST_ATTR)
+        if tid in stale:
             dead.append((t, f"no heartbeat for more than {grace} s: its worker is gone ({by})"))
-        elif judge_pids and not optuna_api.has_heartbeat(storage, optuna_api.trial_id(t)):
-            pid = t.user_attrs.get(PID_ATTR)
-            if t.user_attrs.get(HOST_ATTR) == host and isinstance(pid, int) and not pid_alive(pid):
-                dead.append((t, f"its worker (pid {pid} on {host}) is gone ({by})"))
-            else:
-                report.unjudged.append(t.number)
+        elif not judge_pids:
+            continue
+        elif where == host and isinstance(pid, int) and not pid_alive(pid):
+            # Evidence that holds for everyone, at once: no need to wait out the grace period.
+            dead.append((t, f"its worker (pid {pid} on {host}) is gone ({by})"))
+        else:
+            report.unjudged.append(t.number)
+            report.why[t.number] = _waiting(ages.get(tid), grace, where, pid, host)
     callback = (storage.get_heartbeat_stale_trial_callback()
                 or RetryStaleTrial(env.heartbeat_settings()[2]))
     failed: list[int] = []

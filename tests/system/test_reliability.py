@@ -404,6 +404,11 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
     stale = add_trial(with_beats, p(4), TrialState.RUNNING)
     age_heartbeat(storage_url, with_beats.trials[stale]._trial_id, 3600)
     beating = add_trial(with_beats, p(5), TrialState.RUNNING)  # fresh heartbeat: alive
+    # A fresh heartbeat, but its worker ran here and is gone (kill -9 a moment ago): failed at
+    # once, without waiting out the grace period.
+    killed = add_trial(with_beats, p(7), TrialState.RUNNING)
+    with_beats._storage.set_trial_user_attr(with_beats.trials[killed]._trial_id, "host", host)
+    with_beats._storage.set_trial_user_attr(with_beats.trials[killed]._trial_id, "pid", gone)
     cases = {"dead pid here": (host, gone), "live pid here": (host, os.getpid()),
              "other host": ("elsewhere", gone), "no pid": (None, None)}
     numbers: dict[str, int] = {}
@@ -417,12 +422,18 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
     result = invoke("fail-stale", name, "--storage", storage_url, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    dead = [stale, numbers["dead pid here"]]
+    dead = [stale, killed, numbers["dead pid here"]]
     assert [f["number"] for f in report["failed"]] == dead
     assert "no heartbeat" in report["failed"][0]["reason"]
     assert f"pid {gone}" in report["failed"][1]["reason"]
+    assert f"pid {gone}" in report["failed"][2]["reason"]
     assert sorted(report["unjudged"]) == sorted(
-        numbers[k] for k in ("live pid here", "other host", "no pid"))
+        [beating, *(numbers[k] for k in ("live pid here", "other host", "no pid"))])
+    why = {w["number"]: w["why"] for w in report["left_alone"]}  # why each waits, in words
+    assert "s old, under the study's 30 s grace period" in why[beating]
+    assert f"pid {os.getpid()} is alive here" in why[numbers["live pid here"]]
+    assert "on host elsewhere" in why[numbers["other host"]]
+    assert "no heartbeat to judge by" in why[numbers["no pid"]]
     trials = read_trials(storage_url, name)
     for n in dead:
         assert trials[n].state == TrialState.FAIL
@@ -436,6 +447,7 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
     again = invoke("fail-stale", name, "--storage", storage_url)
     assert again.exit_code == 0, again.output
     assert again.stdout.startswith(f"failed 0 of 4 running trial(s) of '{name}'")
+    assert again.stdout.count("left alone: trial") == 4
 
 
 def test_a_trial_that_keeps_dying_is_retried_a_bounded_number_of_times(
