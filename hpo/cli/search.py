@@ -89,12 +89,18 @@ def search(
     console = Console(stderr=True, emoji=False)
     outcome = supervise(c.study, url, workers, threads_or_env(threads), log_dir(url), timeout,
                         console)
+    if outcome.lost is not None:  # never "finished": what it would count is not stored
+        say_error(outcome.lost)
+        raise typer.Exit(1)
     records = [trial_record(t) for t in best_trials(c.study, top)]
     if records:
         out().print(trials_table(f"best trials of '{c.study.study_name}'", records,
                                  list(spec.metrics)))
     typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
-    for line in outcome.worker_errors:
+    if outcome.recovered:
+        typer.echo(f"failed and re-queued trial(s) {', '.join(map(str, outcome.recovered))}, "
+                   "which exited workers left running")
+    for line in [*outcome.worker_errors, *([outcome.stuck] if outcome.stuck else [])]:
         say_error(line)
     if outcome.interrupted:
         typer.echo("interrupted: run the same command again to resume toward the budget")

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo import env
 from hpo.env import DEFAULT_DIR
-from hpo.errors import HpoError
+from hpo.errors import HpoError, first_line
 from hpo.run import warmpool
 from hpo.run.retrying import STORAGE_ERRORS, retry
+from hpo.store import optuna_api
+from hpo.store.engines import check_identity, file_identity
+from hpo.store.recovery import fail_stale
 from hpo.store.studies import Counts, counts
 from hpo.store.urls import mask, parse, sqlite_path
 
@@ -41,6 +45,9 @@ class SearchOutcome:
     budget: int
     interrupted: bool
     worker_errors: list[str]
+    lost: str | None = None  # the database vanished or was replaced: nothing after is stored
+    recovered: list[int] = field(default_factory=list)  # trials its dead workers left RUNNING
+    stuck: str | None = None  # why such trials could not be failed and re-queued
 
 
 def worker_args(study_name: str, index: int, threads: int) -> list[str]:
@@ -172,14 +179,30 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
+    u = parse(url)
+    opened = file_identity(u)
+    lost: list[str] = []
+
+    def still_there() -> bool:
+        try:
+            check_identity(u, opened)
+        except HpoError as e:
+            lost.append(f"{e}: its workers are stopped, and whatever they finished since is not "
+                        "stored (it went with the file); restore the file or start anew")
+            return False
+        return True
+
     try:
         procs = start_workers(url, study.study_name, workers, threads, log_dir, timeout)
-        _watch(study, procs, signals, console, c)
+        _watch(study, procs, signals, console, c, still_there)
         for p, _ in procs:
             p.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if lost:
+        return SearchOutcome(0, c.budget, False, [], lost[0])
+    recovered, stuck = _recover(study)
     interrupted = signals.count > 0
     # A worker stopped by our own SIGINT before its handler was installed (still importing)
     # dies of the signal itself; that is the interrupt working, not a worker error. Landing
@@ -192,13 +215,31 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
         if p.returncode not in stopped and not (interrupted and last == "KeyboardInterrupt"):
             errors.append(f"worker {i} exited with {p.returncode}: {last}")
     c = retry(lambda: counts(study), "count the trials")
-    return SearchOutcome(c.finished, c.budget, interrupted, errors)
+    return SearchOutcome(c.finished, c.budget, interrupted, errors, None, recovered, stuck)
+
+
+def _recover(study: optuna.Study) -> tuple[list[int], str | None]:
+    """Its workers have all exited: any trial one of them left RUNNING (a worker killed, out of
+    memory, or unable to write) is failed and re-queued now, by its dead pid, so that nothing
+    waits out a grace period or stays RUNNING. Returns the trials, or why it could not."""
+    rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
+    if rdb is None:
+        return [], None
+    try:
+        report = fail_stale(study, rdb, by="`hpo search`, after its workers exited")
+    except (*STORAGE_ERRORS, HpoError) as e:
+        return [], (f"trials its workers left RUNNING could not be failed and re-queued "
+                    f"({first_line(e)}); run `hpo fail-stale {study.study_name}` when the "
+                    "storage is writable again")
+    return [n for n, _ in report.failed], None
 
 
 def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]],
-           signals: _Signals, console: Console, c: Counts) -> None:
+           signals: _Signals, console: Console, c: Counts,
+           still_there: Callable[[], bool]) -> None:
     """Shows progress until every worker has exited; forwards the first Ctrl-C to the workers
-    (each fails and re-queues its running trial) and kills them on the second."""
+    (each fails and re-queues its running trial) and kills them on the second. A database
+    file that vanished or was replaced stops the workers as a Ctrl-C would."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
                                    "  best {task.fields[best]}"), TimeElapsedColumn(),
@@ -217,6 +258,11 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
                 _send(procs, signal.SIGKILL)
                 killed = True
             alive = [p for p, _ in procs if p.poll() is None]
+            if tick % 4 == 0 and not asked and not still_there():
+                progress.console.print("the database file is gone or replaced: stopping the "
+                                       "workers...")
+                _send(procs, signal.SIGINT)
+                asked = True
             if tick % 4 == 0 or not alive:
                 # The workers wait out a database restart; the progress bar must not die of it.
                 with contextlib.suppress(*STORAGE_ERRORS):

@@ -37,7 +37,7 @@ from hpo.run.retrying import retry as _retry
 from hpo.run.uploads import check_store
 from hpo.store import optuna_api
 from hpo.store.attrs import FAIL_REASON_ATTR
-from hpo.store.engines import open_storage
+from hpo.store.engines import check_identity, file_identity, open_storage
 from hpo.store.heartbeat import note
 from hpo.store.recovery import adopt, fail_stale, requeue
 from hpo.store.studies import budget_lock, counts, load, make_pruner, make_sampler
@@ -203,10 +203,12 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
     me = f"{socket.gethostname()}:{os.getpid()}"
     summary, consecutive = WorkerSummary(), 0
     deadline = env.deadline()  # set by `hpo search --timeout`
+    opened = file_identity(storage.engine.url)  # a SQLite file deleted or replaced: stop
     supervisor = env.supervisor_pid()
     check_store(storage)  # an unwritable artifact store is said once, now, not per trial
     while max_trials is None or summary.completed + summary.pruned < max_trials:
         STOP.check()  # a safe point: no trial of ours is running
+        check_identity(storage.engine.url, opened)
         if time.time() >= deadline:
             break
         if supervisor is not None and os.getppid() != supervisor:

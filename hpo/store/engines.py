@@ -244,3 +244,25 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
+
+
+def file_identity(u: URL) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite database file; None for a database server. A file deleted or
+    replaced while processes have it open keeps their writes in a file nobody can read again:
+    a search and its workers compare this with what they opened, and stop when it changed."""
+    path = sqlite_path(u)
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise StorageError(f"storage {mask(str(u))}: the database file {path} is gone "
+                           f"({e.strerror}); it was deleted or moved while in use") from e
+    return st.st_dev, st.st_ino
+
+
+def check_identity(u: URL, opened: tuple[int, int] | None) -> None:
+    """Refuses to go on when the SQLite file is no longer the one that was opened."""
+    if opened is not None and file_identity(u) != opened:
+        raise StorageError(f"storage {mask(str(u))}: the database file {sqlite_path(u)} was "
+                           "replaced while in use (another file now has its name); stopping")

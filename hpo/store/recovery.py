@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import env
-from hpo.store import optuna_api, queries
+from hpo.store import heartbeat, optuna_api, queries
 from hpo.store.attrs import (
     ADOPTED_ATTR,
     FAIL_REASON_ATTR,
@@ -182,8 +182,9 @@ def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
         else:
             report.unjudged.append(t.number)
             report.why[t.number] = _waiting(ages.get(tid), grace, where, pid, host)
-    callback = (storage.get_heartbeat_stale_trial_callback()
-                or RetryStaleTrial(env.heartbeat_settings()[2]))
+    contract = heartbeat.stored(study)
+    callback = (storage.get_heartbeat_stale_trial_callback() or RetryStaleTrial(
+        contract.max_retry if contract is not None else env.heartbeat_settings()[2]))
     failed: list[int] = []
     st = optuna_api.storage_of(study)  # through the study's cache, so its later reads see them
     with budget_lock(storage, study.study_name) if dead else contextlib.nullcontext():

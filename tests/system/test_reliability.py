@@ -540,3 +540,35 @@ def test_a_worker_declared_dead_keeps_its_result_when_it_can_and_goes_on(
         assert 99.0 not in [v for t in trials for v in (t.values or [])]
         assert summary.failed == 1
         assert summary.completed == (3 if when == "before training" else 2)
+
+
+# --- 6. the database file deleted or replaced during a search --------------------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_lost_mid_search_stops_it_in_one_line_never_finished(
+        how: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
+    """Workers keep writing into a SQLite file that was deleted (or had another file moved to
+    its name): nothing they finish can be read again. The search stops them within a second or
+    so and says so in one line; it never prints `finished` or advises querying the database."""
+    path = study_file(**SECONDS_STUDY)
+    name, db = name_of(path), tmp_path / "db" / "hpo.db"
+    url = f"sqlite:///{db}"
+    with running_search(path, tmp_path, "--workers", "2", url=url) as search:
+        wait_until(lambda: mid_trial(url, name, 0.2, 30.0), 120, "a trial to be training")
+        if how == "deleted":
+            for side in ("", "-wal", "-shm"):
+                Path(f"{db}{side}").unlink(missing_ok=True)
+        else:
+            other = tmp_path / "other.db"
+            other.write_bytes(db.read_bytes())
+            os.replace(other, db)
+        assert search.wait(120) == 1
+        search.note_workers()
+    assert "trials finished" not in search.stdout and "next:" not in search.stdout
+    errors = [ln for ln in search.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, search.stderr[-2000:]
+    assert str(db) in errors[0] and ("is gone" if how == "deleted" else "replaced") in errors[0]
+    assert "not stored" in errors[0]
+    for pid in search.workers:  # every worker has exited
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
