@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -14,7 +16,7 @@ from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
 
 from hpo import env
-from hpo.errors import HpoError, one_line, undecodable
+from hpo.errors import HpoError, first_line, one_line, undecodable
 
 # emoji=False: rich turns ':smile:' into an emoji even in escaped text, and a message quoting a
 # user's key or name must print it as typed (the long property run found ':SMILE' shown as one).
@@ -73,7 +75,46 @@ class OneLineErrors(typer.core.TyperGroup):
         except typer.Abort:
             err.print("aborted")
             sys.exit(1)
+        except Exception as e:
+            message = unreadable(e)
+            if message is None:
+                raise  # a bug: it keeps its traceback
+            say_error(message)
+            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is typer.Exit's code
+
+
+def unreadable(e: BaseException) -> str | None:
+    """The one line for an error raised while reading storage, not only while opening it: a
+    damaged SQLite page, an attribute that is not JSON, a driver's refusal mid-query. None for
+    anything else (a bug keeps its traceback). Looks only at libraries already imported, so the
+    light commands import nothing for it."""
+    kinds: list[type[BaseException]] = [sqlite3.DatabaseError, json.JSONDecodeError]
+    for module, name in (("sqlalchemy.exc", "SQLAlchemyError"),
+                         ("optuna.exceptions", "StorageInternalError")):
+        if module in sys.modules:
+            kinds.append(getattr(sys.modules[module], name))
+    if not isinstance(e, tuple(kinds)) and not _in_optuna_storage(e):
+        return None
+    reason = first_line(e.__cause__ if e.__cause__ is not None and not str(e) else e)
+    what = type(e).__name__ if reason == type(e).__name__ else f"{type(e).__name__}: {reason}"
+    return (f"the storage could not be read ({what[:200]}); it may be "
+            "damaged or written by another tool: check --storage / HPO_STORAGE, restore the "
+            "database from a copy, or run `sqlite3 FILE 'PRAGMA integrity_check'` on a SQLite "
+            "file")
+
+
+# Where Optuna turns stored rows into values: a TypeError or ValueError raised there is a row
+# that is not what Optuna wrote (a NULL parameter, a distribution that does not parse).
+_STORAGE_CODE = ("/optuna/storages/", "/optuna/distributions", "/optuna/trial/_frozen")
+
+
+def _in_optuna_storage(e: BaseException) -> bool:
+    if not isinstance(e, TypeError | ValueError | LookupError | AttributeError | AssertionError
+                      | ArithmeticError):
+        return False
+    return any(any(part in f.filename for part in _STORAGE_CODE)
+               for f in traceback.extract_tb(e.__traceback__))
 
 
 app = typer.Typer(

@@ -47,7 +47,7 @@ def evaluate_cmd(
 
     s, spec = load_study(study, storage)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
-    rows = evaluate_top(s, spec, top, seeds, n, threads)
+    rows = evaluate_top(s, spec, top, seeds, n, threads, skipped=warn)
     if as_json:
         emit_json(rows)
         return
@@ -88,7 +88,7 @@ def rescore_cmd(
     curves = val_curves if val_curves is not None else (
         None if spec.file_data() is not None else RESCORE_CURVES)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
-    rows = rescore_top(s, spec, top, seeds, curves, n, threads)
+    rows = rescore_top(s, spec, top, seeds, curves, n, threads, skipped=warn)
     if as_json:
         emit_json(rows)
         return

@@ -21,8 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
 from hpo.results.records import pareto_best, record, with_rescores
-from hpo.store import optuna_api, queries
-from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+from hpo.store import optuna_api, queries, stored
+from hpo.store.attrs import SPEC_ATTR
 from hpo.store.studies import load
 
 STATES = {s.name.lower(): s for s in TrialState}
@@ -67,7 +67,7 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         out.append({
             "name": s.study_name,
             "directions": [d.name.lower() for d in s.directions],
-            "budget": s.user_attrs.get(BUDGET_ATTR),
+            "budget": stored.budget(s.study_name, s.user_attrs),
             "finished": n[TrialState.COMPLETE] + n[TrialState.PRUNED],
             "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED],
             "running": n[TrialState.RUNNING], "waiting": n[TrialState.WAITING],
@@ -97,7 +97,7 @@ def best_records(name: str, storage: optuna.storages.BaseStorage, top: int
     """`hpo best`'s answer: the study's metrics, the records of its best trials with their
     rescores, and its rescore attr (hpo.results.sqlite_reader gives the same from a SQLite file)."""
     study, metrics = open_study(name, storage)
-    rescored = study.user_attrs.get(RESCORE_ATTR)
+    rescored = stored.rescores(name, study.user_attrs)
     return metrics, with_rescores(rescored, [trial_record(t) for t in best_trials(study, top)]), \
         rescored
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.results.records import pareto_best, record, with_rescores
+from hpo.store import stored
 from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 
 SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test compares
@@ -63,7 +65,10 @@ def _reading(url: str) -> Iterator[sqlite3.Connection]:
     path = sqlite_file(url)
     if path is None:
         raise NotHere(url)
-    con = sqlite3.connect(path, timeout=60)
+    if os.access(path.parent, os.W_OK):
+        con = sqlite3.connect(path, timeout=60)
+    else:  # read-only media: no -shm or -wal can be made, so nothing is locked (as the store)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         con.execute("PRAGMA query_only = ON")
         (revision,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -78,7 +83,7 @@ def _reading(url: str) -> Iterator[sqlite3.Connection]:
 def _answer(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
-    except (NotHere, sqlite3.Error, LookupError, TypeError, ValueError):
+    except (NotHere, sqlite3.Error, LookupError, TypeError, ValueError, ArithmeticError):
         return None  # json.JSONDecodeError is a ValueError
 
 
@@ -118,10 +123,10 @@ def _studies(url: str) -> list[dict[str, Any]]:
         best = None
         if len(dirs) == 1 and n["COMPLETE"] and sid in extremes:
             best = max(extremes[sid]) if dirs[0] == "maximize" else min(extremes[sid])
-        a = attrs.get(sid, {})
+        a = {k: stored.attr_json(name, k, v) for k, v in attrs.get(sid, {}).items()}
         out.append({
             "name": name, "directions": dirs,
-            "budget": json.loads(a[BUDGET_ATTR]) if BUDGET_ATTR in a else None,
+            "budget": stored.budget(name, a),
             "finished": n["COMPLETE"] + n["PRUNED"],
             "complete": n["COMPLETE"], "pruned": n["PRUNED"], "running": n["RUNNING"],
             "waiting": n["WAITING"], "failed": n["FAIL"], "best_value": best,
@@ -145,14 +150,16 @@ def _best(url: str, name: str, top: int
                              (name,)).fetchone()  # an unknown name: TypeError, Optuna's path
         dirs = [d for (d,) in con.execute("SELECT direction FROM study_directions WHERE "
                                           "study_id = ? ORDER BY study_direction_id", (sid,))]
-        attrs = {k: json.loads(v) for k, v in con.execute(
+        attrs = {k: stored.attr_json(name, k, v) for k, v in con.execute(
             "SELECT key, value_json FROM study_user_attributes WHERE study_id = ? AND key IN "
             "(?, ?)", (sid, SPEC_ATTR, RESCORE_ATTR))}
-        metrics = list(attrs[SPEC_ATTR]["metrics"])  # no spec: not hpo's, Optuna's path says so
+        if SPEC_ATTR not in attrs:
+            raise NotHere(name)  # not hpo's: Optuna's path says so
+        metrics = stored.metrics(name, attrs)
         ids = _top_ids(con, sid, dirs[0], top) if len(dirs) == 1 else _pareto_ids(
             con, sid, dirs, top)
         records = [_record(con, tid) for tid in ids]
-    rescored = attrs.get(RESCORE_ATTR)
+    rescored = stored.rescores(name, attrs)
     return metrics, with_rescores(rescored, records), rescored
 
 

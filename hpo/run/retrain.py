@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from hpo.errors import HpoError
 from hpo.results.optuna_reader import best_trials
 from hpo.store.attrs import EVAL_ATTR, PER_SEED_ATTR, REASON_ATTR, RESCORE_ATTR, SEEDS_ATTR
+from hpo.store.stored import foreign_params
 from hpo.study.spec import StudySpec, trial_seed
 from hpo.task.curves import DataConfig
 from hpo.task.fit import fit_source, held_out_score
@@ -47,10 +50,26 @@ def run_job(job: Job) -> dict[str, float]:
             "cpu_seconds": result.cpu_seconds}
 
 
+def retrainable(study: optuna.Study, spec: StudySpec, top: int,
+                skipped: Callable[[str], None]) -> list[FrozenTrial]:
+    """The `top` best trials hpo can retrain: a trial another client told, with parameters the
+    study does not search (or without some it does), is skipped with one line to `skipped`."""
+    out: list[FrozenTrial] = []
+    for t in best_trials(study, 2 * top + 10):
+        foreign = foreign_params(spec, t.params)
+        if foreign:
+            skipped(f"trial {t.number} of '{study.study_name}' is skipped: its parameters "
+                    f"{', '.join(foreign)} are not the study's (another client told it)")
+        elif len(out) < top:
+            out.append(t)
+    return out
+
+
 def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
-                 workers: int | None = None, threads: int = 1) -> list[dict[str, Any]]:
+                 workers: int | None = None, threads: int = 1,
+                 skipped: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
     """Retrains each of the top trials `seeds` times (its own seeds first) and scores on test."""
-    trials = best_trials(study, top)
+    trials = retrainable(study, spec, top, skipped)
     if not trials:
         raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "
                        f"`hpo search` or `hpo worker {study.study_name}` first")
@@ -81,13 +100,13 @@ def _run(jobs: list[Job], workers: int | None) -> list[dict[str, float]]:
 
 
 def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
-                val_curves: int | None, workers: int | None = None, threads: int = 1
-                ) -> list[dict[str, Any]]:
+                val_curves: int | None, workers: int | None = None, threads: int = 1,
+                skipped: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
     """Selection that survives noise: retrains the top trials on `seeds` seeds (their own first)
     and scores each on `val_curves` validation curves (default: the study's), so that the best
     is picked on more than one seed and 50 curves. Test curves stay unseen. The results are
     kept in the study's RESCORE_ATTR, which `hpo best` shows."""
-    trials = best_trials(study, top)
+    trials = retrainable(study, spec, top, skipped)
     if not trials:
         raise HpoError(f"study '{study.study_name}' has no complete trial to rescore yet; run "
                        f"`hpo search` or `hpo worker {study.study_name}` first")
@@ -124,6 +143,10 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
         raise HpoError(f"study '{study.study_name}' has no trial {number}; it has trials 0.."
                        f"{len(trials) - 1}")
     t = match[0]
+    if t.params and (foreign := foreign_params(spec, t.params)):
+        raise HpoError(f"trial {number} of '{study.study_name}' has parameters "
+                       f"{', '.join(foreign)} that the study does not search (another client "
+                       "told it): hpo cannot retrain it")
     if not t.params or SEEDS_ATTR not in t.user_attrs:
         raise HpoError(f"trial {number} of '{study.study_name}' never started training "
                        f"(state {t.state.name.lower()}); nothing to replay")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -18,11 +19,12 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 
 from hpo import env
@@ -173,6 +175,8 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
     path = sqlite_path(u)
     if path is not None:
         prepare_sqlite(path, create, url)
+        if not create and on_read_only_media(path):
+            u = read_only_url(path)  # a study on a DVD, a read-only mount or snapshot
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
@@ -244,6 +248,19 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
+
+
+def on_read_only_media(path: Path) -> bool:
+    """Whether this process cannot write the SQLite file's directory (a read-only mount): then
+    SQLite cannot make the -shm and -wal files a WAL database needs, even to read."""
+    return path.is_file() and not os.access(path.parent, os.W_OK)
+
+
+def read_only_url(path: Path) -> URL:
+    """The file opened read-only and immutable, as a quoted SQLite URI ('#', '%' and '?' in a
+    name stay part of it): nothing is locked or written, which read-only media allow. Only a
+    process that reads opens a file so; workers and creation need a writable one."""
+    return make_url(f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&immutable=1&uri=true")
 
 
 def file_identity(u: URL) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -46,6 +47,12 @@ def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, 
     return {**dict.fromkeys(TrialState, 0), **state_counts_by_study(rdb, sid).get(sid, {})}
 
 
+def _readable(V: Any) -> Any:
+    """A stored value Optuna can read back: an infinity by its type, or a finite number (a NULL
+    finite value, which only damage or another tool leaves, is no value at all)."""
+    return sa.or_(V.value_type != V.TrialValueType.FINITE, V.value.isnot(None))
+
+
 def heartbeat_ages(rdb: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:
     """Seconds since each RUNNING trial's last heartbeat (trial id -> age), by the database's
     clock: the clock every process judges staleness by."""
@@ -69,7 +76,7 @@ def value_extremes(rdb: optuna.storages.RDBStorage
     found: dict[int, list[float]] = {}
     query = (sa.select(T.study_id, V.value_type, sa.func.min(V.value), sa.func.max(V.value))
              .join(V, V.trial_id == T.trial_id)
-             .where(T.state == TrialState.COMPLETE, V.objective == 0)
+             .where(T.state == TrialState.COMPLETE, V.objective == 0, _readable(V))
              .group_by(T.study_id, V.value_type))
     with rdb.engine.connect() as con:
         for study_id, vtype, lo, hi in con.execute(query):
@@ -92,7 +99,7 @@ def complete_values(rdb: optuna.storages.RDBStorage, study_id: int
     inf = {kind.INF_POS: math.inf, kind.INF_NEG: -math.inf}
     query = (sa.select(T.trial_id, T.number, V.objective, V.value, V.value_type)
              .join(V, V.trial_id == T.trial_id)
-             .where(T.study_id == study_id, T.state == TrialState.COMPLETE))
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE, _readable(V)))
     with rdb.engine.connect() as con:
         return [(tid, number, objective, inf.get(vtype, value))
                 for tid, number, objective, value, vtype in con.execute(query)]
@@ -110,7 +117,8 @@ def top_ids(rdb: optuna.storages.RDBStorage, study_id: int, direction: StudyDire
     order = ([rank.desc(), V.value.desc()] if direction == StudyDirection.MAXIMIZE
              else [rank, V.value])
     query = (sa.select(T.trial_id).join(V, V.trial_id == T.trial_id)
-             .where(T.study_id == study_id, T.state == TrialState.COMPLETE, V.objective == 0)
+             .where(T.study_id == study_id, T.state == TrialState.COMPLETE, V.objective == 0,
+                    _readable(V))
              .order_by(*order, T.number).limit(top))
     with rdb.engine.connect() as con:
         return [row[0] for row in con.execute(query)]

@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError, StudyMismatchError, first_line
-from hpo.store import heartbeat, optuna_api, queries
+from hpo.store import heartbeat, optuna_api, queries, stored
 from hpo.store.attrs import BUDGET_ATTR, HEARTBEAT_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.store.engines import study_names
 from hpo.store.urls import mask, sqlite_path
@@ -103,11 +103,10 @@ def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) ->
 
 
 def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) -> Creation:
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
+    if study.user_attrs.get(SPEC_ATTR) is None:
         raise StudyMismatchError(f"study '{spec.name}' exists without an hpo definition; "
                                  "choose another name")
-    old = StudySpec.from_dict(stored)
+    old = stored.spec(spec.name, study.user_attrs)
     changed = _diff(json.loads(json.dumps(old.fingerprint())),
                     json.loads(json.dumps(spec.fingerprint())))
     if changed:
@@ -120,7 +119,7 @@ def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) ->
                                  f"{spec.directions}; use a new study name")
     if study.metric_names is None:  # a study made before hpo named its objectives
         study.set_metric_names([METRIC_LABELS[m] for m in spec.metrics])
-    current = int(study.user_attrs.get(BUDGET_ATTR) or old.trials)
+    current = stored.budget(spec.name, study.user_attrs) or old.trials
     message = None
     if trials is not None:
         budget = trials
@@ -161,12 +160,9 @@ def load(name: str, storage: optuna.storages.BaseStorage, *,
         listing = ", ".join(names) if names else "none yet"
         raise StorageError(f"no study named '{name}' in this storage; existing studies: "
                            f"{listing}") from None
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        raise StorageError(f"study '{name}' was not created by hpo (no stored definition); "
-                           "create it with `hpo create STUDY_FILE`")
+    spec = stored.spec(name, study.user_attrs)
     heartbeat.apply(study, storage)  # staleness judged by the study's contract, not ours
-    return study, StudySpec.from_dict(stored)
+    return study, spec
 
 
 @dataclass(frozen=True)
@@ -213,7 +209,7 @@ def counts(study: optuna.Study) -> Counts:
             by_state[t.state] += 1
     return Counts(by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED],
                   by_state[TrialState.RUNNING], by_state[TrialState.WAITING],
-                  by_state[TrialState.FAIL], int(study.user_attrs.get(BUDGET_ATTR, 0)))
+                  by_state[TrialState.FAIL], stored.budget(study.study_name, study.user_attrs) or 0)
 
 
 @contextlib.contextmanager

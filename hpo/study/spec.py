@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -92,6 +92,10 @@ class Param:
 
 @dataclass(frozen=True)
 class StudySpec:
+    STORED_KEYS: ClassVar[frozenset[str]] = frozenset({
+        "name", "trials", "seed", "repeats", "description", "metrics", "sampler", "pruner",
+        "space", "train", "data"})
+
     name: str
     trials: int  # budget of the whole study: finished (complete or pruned) trials
     seed: int = 0  # base of the sampler seeds and of every trial's training seeds
@@ -156,6 +160,31 @@ class StudySpec:
         d["pruner"] = PrunerSpec.from_dict(d.get("pruner", {"type": "none"}))
         return cls(**d)
 
+    @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> StudySpec:
+        """from_dict, believed only after every part reads as hpo writes it: a ValueError or
+        TypeError names the first key that does not (hpo.store.stored says it in one line)."""
+        spec = cls.from_dict(d)
+        for key, ok in (("name", isinstance(spec.name, str)),
+                        ("trials", _whole(spec.trials) and spec.trials >= 1),
+                        ("seed", _whole(spec.seed) and spec.seed >= 0),
+                        ("repeats", _whole(spec.repeats) and 1 <= spec.repeats <= 20),
+                        ("description", isinstance(spec.description, str)),
+                        ("metrics", 1 <= len(spec.metrics) <= 2 and set(spec.metrics) <= set(
+                            METRICS)),
+                        ("sampler.type", spec.sampler.kind in SamplerSpec.KINDS),
+                        ("pruner.type", spec.pruner.kind in PrunerSpec.KINDS),
+                        ("space", bool(spec.space) and all(_param_ok(p) for p in spec.space)),
+                        ("train", isinstance(spec.train, Mapping) and all(
+                            k in TUNABLE and k != "train_curves" for k in spec.train)),
+                        ("data", isinstance(spec.data, Mapping))):
+            if not ok:
+                raise ValueError(f"key {key!r} does not read")
+        if spec.file_data() is None:
+            spec.data_config()  # the synthetic curves' settings, checked by their config
+        spec.train_config({p.name: p.corners()[0] for p in spec.space}, seed=0)
+        return spec
+
     def fingerprint(self) -> dict[str, Any]:
         """What must not change once trials exist: everything but the budget."""
         d = self.to_dict()
@@ -173,3 +202,16 @@ def worker_seed(spec: StudySpec, worker_index: int, n_existing: int) -> int:
 def trial_seed(spec: StudySpec, number: int, repeat: int) -> int:
     """Training seed of one repeat of one trial: replayable from the study seed alone."""
     return int(np.random.SeedSequence([spec.seed, number, repeat]).generate_state(1)[0] % 2**31)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _param_ok(p: Param) -> bool:
+    if p.name not in TUNABLE:
+        return False
+    if p.type == "categorical":
+        return bool(p.choices)
+    return p.type in ("int", "float") and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (p.low, p.high))

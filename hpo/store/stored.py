@@ -1,0 +1,113 @@
+"""The boundary for what comes back from storage: every stored value hpo reads is parsed here.
+
+A study's attributes and trials are written by hpo, but also by other versions of hpo, by
+Optuna's own CLI and clients, by the dashboard, and by whatever damaged them. Each reader
+(Optuna's path, the SQLite reader without Optuna, the workers, the retraining commands) takes
+them through these functions, which return a typed value, tolerate what they safely can, and
+refuse the rest in one line naming the study and the key. Nothing behind them re-checks. No
+Optuna and no numpy here: the light commands use this boundary too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import StorageError
+from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+
+if TYPE_CHECKING:
+    from hpo.study.spec import StudySpec
+
+MAX_BUDGET = 10**9
+RESCORE_FIELDS = ("val_mean", "val_std", "seeds", "val_curves")
+
+
+def _refuse(study: str, key: str, value: Any, want: str) -> StorageError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return StorageError(f"study '{study}': its stored {key} = {shown} is not {want}; it was "
+                        "written by another tool or damaged: set it again with hpo (`hpo create "
+                        "STUDY_FILE`), or create the study anew")
+
+
+def attr_json(study: str, key: str, value_json: str) -> Any:
+    """A stored attribute's JSON text, parsed (the SQLite reader reads the text itself)."""
+    try:
+        return json.loads(value_json)
+    except (ValueError, TypeError) as e:
+        raise StorageError(f"study '{study}': its stored {key} is not JSON ({e}); it was "
+                           "damaged: set it again with hpo, or create the study anew") from e
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def budget(study: str, attrs: Mapping[str, Any]) -> int | None:
+    """The study's budget (finished trials it asks for); None when it has none stored."""
+    value = attrs.get(BUDGET_ATTR)
+    if value is None:
+        return None
+    if not _whole(value) or not 1 <= value <= MAX_BUDGET:
+        raise _refuse(study, BUDGET_ATTR, value, f"a number of trials (1 to {MAX_BUDGET})")
+    return int(value)
+
+
+def metrics(study: str, attrs: Mapping[str, Any]) -> list[str]:
+    """The names of the study's objectives, from its stored definition without parsing the
+    rest of it (the light commands only show them)."""
+    raw = attrs.get(SPEC_ATTR)
+    found = raw.get("metrics") if isinstance(raw, dict) else None
+    if (not isinstance(found, list) or not 1 <= len(found) <= 2
+            or not all(isinstance(m, str) and m for m in found)):
+        raise _refuse(study, f"{SPEC_ATTR}.metrics", found, "a list of one or two metric names")
+    return list(found)
+
+
+def rescores(study: str, attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """`hpo rescore`'s results (trial number as text -> its mean, std, seeds, curves)."""
+    raw = attrs.get(RESCORE_ATTR)
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, dict)
+        and all(isinstance(v.get(f), int | float) and not isinstance(v.get(f), bool)
+                and math.isfinite(v[f]) for f in RESCORE_FIELDS)
+        for k, v in raw.items())
+    if not ok:
+        raise _refuse(study, RESCORE_ATTR, raw, "what `hpo rescore` writes")
+    return raw
+
+
+def spec(study: str, attrs: Mapping[str, Any]) -> StudySpec:
+    """The study's definition. A key this hpo does not know (a newer hpo wrote it) is named and
+    refused: training by a definition half understood would train another study."""
+    from hpo.study.spec import StudySpec
+
+    raw = attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise StorageError(f"study '{study}' was not created by hpo (no stored definition); "
+                           "create it with `hpo create STUDY_FILE`")
+    if not isinstance(raw, dict):
+        raise _refuse(study, SPEC_ATTR, raw, "a study definition")
+    unknown = sorted(set(raw) - StudySpec.STORED_KEYS)
+    if unknown:
+        raise StorageError(f"study '{study}': its stored definition ({SPEC_ATTR}) has "
+                           f"{', '.join(map(repr, unknown))}, which this hpo does not know: it was "
+                           "made by a newer hpo; run that version (or upgrade this one)")
+    try:
+        return StudySpec.from_stored(raw)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise StorageError(f"study '{study}': its stored definition ({SPEC_ATTR}) does not "
+                           f"read ({type(e).__name__}: {str(e)[:160]}); it was written by "
+                           "another tool or damaged: create the study anew") from e
+
+
+def foreign_params(spec_: StudySpec, params: Mapping[str, Any]) -> list[str]:
+    """The parameters of a trial that its study does not search (a trial another client told)
+    or that it lacks; empty when hpo can retrain it."""
+    names = {p.name for p in spec_.space}
+    return sorted(set(params) ^ names)
