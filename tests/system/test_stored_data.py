@@ -44,9 +44,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = load_study_file(d / "made.toml")
     storage = open_storage(f"sqlite:///{d / 'hpo.db'}", create=True, heartbeat=False)
     study = create_study(spec, storage)
-    dists = {"hidden_size": optuna.distributions.IntDistribution(4, 8),
-             "shift": optuna.distributions.IntDistribution(0, 5),
-             "epochs": optuna.distributions.IntDistribution(2, 4)}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        "hidden_size": optuna.distributions.IntDistribution(4, 8),
+        "shift": optuna.distributions.IntDistribution(0, 5),
+        "epochs": optuna.distributions.IntDistribution(2, 4)}
     study.add_trial(optuna.trial.create_trial(params={"hidden_size": 5, "shift": 1, "epochs": 2},
                                               distributions=dists, value=30.0))
     study.add_trial(optuna.trial.create_trial(
