@@ -117,7 +117,8 @@ def check_options(u: URL, shown: str) -> None:
     except NoSuchModuleError as e:
         raise refuse(f"no driver for this URL ({e}); use postgresql+psycopg:// or "
                      "mysql+pymysql://") from e
-    except (ValueError, TypeError, KeyError, AttributeError, SAWarning, ImportError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, SAWarning, ImportError, OSError,
+            ArgumentError, ArithmeticError) as e:
         raise refuse(f"an option the driver refuses ({one_line(str(e))[:200] or type(e).__name__})"
                      "; fix or drop it") from e
 

@@ -115,3 +115,28 @@ def test_no_command_prints_a_password_given_as_an_option(tmp_path: Path) -> None
     logs = "".join(f.read_text(errors="replace") for f in tmp_path.rglob("*.log"))
     assert "password=***" in out
     assert secret not in out and secret not in logs
+
+
+option_names_any = st.sampled_from([
+    "timeout", "check_same_thread", "mode", "uri", "cache", "immutable", "isolation_level",
+    "connect_timeout", "sslmode", "application_name", "options", "keepalives", "port", "bogus",
+    "charset", "read_timeout", "ssl_ca", "local_infile", "unix_socket", "client_flag",
+    "password", "target_session_attrs", ""]) | st.text(max_size=10)
+option_values = st.text(max_size=12) | st.integers(-5, 10**12).map(str) | st.sampled_from(
+    ["true", "false", "ro", "1", "0", "utf8mb4", "bogus", "-1", "1e9", "nan", "inf"])
+
+
+@settings(max_examples=int(os.environ.get("HPO_HYPOTHESIS_EXAMPLES", "0")) // 10 or 400,
+          deadline=None)
+@given(base=st.sampled_from(["sqlite:////tmp/hpo.db", "postgresql://u@h/d", "mysql://r@h/d",
+                             "mariadb://r@h/d", "postgresql+psycopg://u@h:5432/d"]),
+       options=st.lists(st.tuples(option_names_any, option_values), max_size=3))
+def test_generated_options_are_taken_or_refused_in_one_line(
+        base: str, options: list[tuple[str, str]]) -> None:
+    """Whatever options a URL carries, parse gives a URL or one StorageError line naming the
+    flag and the variable: never the driver's exception."""
+    url = base + ("?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in options) if options else "")
+    try:
+        parse(url)
+    except StorageError as e:
+        assert len(str(e).splitlines()) == 1 and WHERE in str(e), str(e)
