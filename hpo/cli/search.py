@@ -9,7 +9,7 @@ workers it starts do.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ from hpo.results.records import trials_table
 from hpo.run.supervisor import check_logs, log_dir, next_steps, supervise
 from hpo.store import heartbeat
 from hpo.store.engines import open_storage, undo_new_sqlite_file
-from hpo.store.studies import Creation, ensure_study
+from hpo.store.studies import Creation, counts, ensure_study
 from hpo.store.urls import mask
 from hpo.study.construct import memory_estimate
 from hpo.study.parse import load_study_file
@@ -84,6 +84,13 @@ def search(
     resources.check_threads(workers, threads_or_env(threads))
     check_logs(log_dir(resolve_url(storage)), spec.name, workers)  # before the study is made
     url, c = _create(spec, storage, trials)
+    done = counts(c.study)
+    if done.done:  # nothing to run: say so and start no worker (the warm ones end unused)
+        _print_best(c.study, spec, top)
+        typer.echo(f"{done.finished}/{done.budget} trials finished: the budget is already met, "
+                   f"so no worker was started; raise it with --trials N to search on")
+        typer.echo(next_steps(c.study.study_name, storage))
+        return
     if capped:
         warn(capped)
     console = Console(stderr=True, emoji=False)
@@ -92,10 +99,7 @@ def search(
     if outcome.lost is not None:  # never "finished": what it would count is not stored
         say_error(outcome.lost)
         raise typer.Exit(1)
-    records = [trial_record(t) for t in best_trials(c.study, top)]
-    if records:
-        out().print(trials_table(f"best trials of '{c.study.study_name}'", records,
-                                 list(spec.metrics)))
+    records = _print_best(c.study, spec, top)
     typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
     if outcome.recovered:
         typer.echo(f"failed and re-queued trial(s) {', '.join(map(str, outcome.recovered))}, "
@@ -113,6 +117,14 @@ def search(
                    "again (without --timeout, or with a longer one) to continue")
     if records:
         typer.echo(next_steps(c.study.study_name, storage))
+
+
+def _print_best(study: Any, spec: StudySpec, top: int) -> list[dict[str, Any]]:
+    records = [trial_record(t) for t in best_trials(study, top)]
+    if records:
+        out().print(trials_table(f"best trials of '{study.study_name}'", records,
+                                 list(spec.metrics)))
+    return records
 
 
 @app.command()

@@ -106,7 +106,8 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     data = spec.source(params)
     study = trial.study.study_name
     val = model_split(data, "val", study)  # the same split fit_source scores on
-    seeds = [trial_seed(spec, trial.number, r) for r in range(spec.repeats)]
+    # A re-queued trial is the same trial: it trains with its first attempt's seeds.
+    seeds = [trial_seed(spec, optuna_api.lineage_origin(trial), r) for r in range(spec.repeats)]
     # Intermediate values are validation scores: they only mean something (to the pruner and
     # the dashboard) when that is the one objective.
     report = spec.metrics == ("val_removed",)

@@ -19,7 +19,14 @@ from optuna.trial import FrozenTrial
 
 from hpo.errors import HpoError
 from hpo.results.optuna_reader import best_trials
-from hpo.store.attrs import EVAL_ATTR, PER_SEED_ATTR, REASON_ATTR, RESCORE_ATTR, SEEDS_ATTR
+from hpo.store.attrs import (
+    EVAL_ATTR,
+    PER_SEED_ATTR,
+    REASON_ATTR,
+    RESCORE_ATTR,
+    RETRY_HISTORY,
+    SEEDS_ATTR,
+)
 from hpo.store.stored import foreign_params
 from hpo.study.spec import StudySpec, trial_seed
 from hpo.task.curves import DataConfig
@@ -50,6 +57,17 @@ def run_job(job: Job) -> dict[str, float]:
             "cpu_seconds": result.cpu_seconds}
 
 
+def seed_of(spec: StudySpec, t: FrozenTrial, repeat: int) -> int:
+    """The training seed of a trial's repeat: the one it recorded, else its lineage's (a
+    re-queued trial trains with its first attempt's seeds)."""
+    recorded = t.user_attrs.get(SEEDS_ATTR)
+    if isinstance(recorded, list) and repeat < len(recorded) and isinstance(recorded[repeat], int):
+        return int(recorded[repeat])
+    history = t.system_attrs.get(RETRY_HISTORY) or []
+    origin = history[0] if history and isinstance(history[0], int) else t.number
+    return trial_seed(spec, origin, repeat)
+
+
 def retrainable(study: optuna.Study, spec: StudySpec, top: int,
                 skipped: Callable[[str], None]) -> list[FrozenTrial]:
     """The `top` best trials hpo can retrain: a trial another client told, with parameters the
@@ -74,7 +92,7 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
         raise HpoError(f"study '{study.study_name}' has no complete trial to evaluate yet; run "
                        f"`hpo search` or `hpo worker {study.study_name}` first")
     verify(spec.source(), study.study_name)  # one line here, not a traceback from a pool process
-    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+    jobs = [Job(spec, t.number, t.params, seed_of(spec, t, r), threads,
                 study.study_name) for t in trials for r in range(seeds)]
     results = _run(jobs, workers)
     rows = []
@@ -117,7 +135,7 @@ def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
         raise HpoError("--val-curves: a data.file study validates on its file's own signals; "
                        "drop it and rescore with --seeds")
     verify(spec.source(), study.study_name)
-    jobs = [Job(spec, t.number, t.params, trial_seed(spec, t.number, r), threads,
+    jobs = [Job(spec, t.number, t.params, seed_of(spec, t, r), threads,
                 study.study_name, val_curves) for t in trials for r in range(seeds)]
     results = _run(jobs, workers)
     fd = spec.file_data()

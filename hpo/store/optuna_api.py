@@ -99,6 +99,13 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return trial._trial_id
 
 
+def lineage_origin(trial: optuna.Trial) -> int:
+    """The number of the first attempt of this trial's parameters: itself, or, for a re-queued
+    copy, the first number of the `retry_history` Optuna's retry callback keeps."""
+    history = trial.storage.get_trial(trial._trial_id).system_attrs.get("retry_history") or []
+    return int(history[0]) if history and isinstance(history[0], int) else trial.number
+
+
 def summary_id(summary: optuna.study.StudySummary | FrozenStudy) -> int:
     return summary._study_id
 

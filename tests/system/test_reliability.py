@@ -41,6 +41,7 @@ from hpo.store.engines import open_storage
 from hpo.store.recovery import fail_stale, pid_alive
 from hpo.store.studies import create_study, load
 from hpo.study.parse import load_study_file
+from hpo.study.spec import trial_seed
 from tests.support.backends import backend_url
 from tests.support.searchprocs import (
     FINISHED,
@@ -531,6 +532,8 @@ def test_a_worker_declared_dead_keeps_its_result_when_it_can_and_goes_on(
     (retry,) = successors(trials, victims[0])
     assert retry.state == TrialState.COMPLETE and retry.params == trials[victims[0]].params
     assert finished(trials) == 3
+    if when == "before training":  # a retry is the same trial: its first attempt's seeds
+        assert retry.user_attrs["seeds"] == [trial_seed(load_study_file(path), victims[0], 0)]
     if when == "at tell":
         assert (summary.completed, summary.failed) == (3, 0)
         assert retry.values == [99.0] and retry.user_attrs["adopted_from"] == victims[0]

@@ -392,3 +392,17 @@ def test_an_unwritable_log_or_storage_path_is_one_line_and_makes_no_study(
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert str(db.parent if blocker == "db-parent" else db.parent / "logs") in err, err
         assert not db.exists()
+
+
+def test_rerunning_a_finished_search_says_so_and_starts_no_worker(
+        tmp_path: Path, study_file: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'done.db'}"
+    path = study_file(trials=2)
+    assert cli("search", str(path), "--workers", "1", "--storage", url)[0] == 0
+    logs = sorted((tmp_path / "logs").glob("*.log"))
+    before = [f.read_text() for f in logs]
+    code, out, err = cli("search", str(path), "--workers", "2", "--storage", url)
+    assert code == 0, err
+    assert "2/2 trials finished: the budget is already met, so no worker was started" in out
+    assert "starting" not in err and "next:" in out
+    assert [f.read_text() for f in sorted((tmp_path / "logs").glob("*.log"))] == before
