@@ -36,9 +36,11 @@ def warn(message: str) -> None:
 # tests/cli/test_main.py checks the map against the app), in the order a user meets them, which
 # is the order `hpo --help` lists them in. Each sibling registers two commands or more: a typer
 # app of one command would take that command's arguments as its own.
-COMMANDS = {"train": "train", "denoise": "train", "create": "search", "search": "search",
+COMMANDS = {"train": "train", "denoise": "train", "score": "train", "create": "search",
+            "search": "search",
             "worker": "search", "studies": "lookup", "best": "lookup", "trials": "lookup",
             "rescore": "retrain", "evaluate": "retrain", "replay": "retrain", "export": "ops",
+            "split": "ops",
             "dashboard": "ops", "baselines": "ops", "artifacts": "ops", "fail-stale": "recover",
             "retry-failed": "recover"}
 ORDER = tuple(COMMANDS)

@@ -28,12 +28,13 @@ from hpo.cli.common import (
     out,
     warn,
 )
+from hpo.errors import HpoError
 from hpo.paths import check_output, writing
 from hpo.results.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.results.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
 from hpo.store.studies import load
 from hpo.store.urls import mask
-from hpo.task.curves import DataConfig
+from hpo.task.curves import SPLITS, DataConfig
 from hpo.task.source import Source, verify
 
 artifacts_app = typer.Typer(help="Trial artifacts: each complete trial's picture and model file.",
@@ -138,6 +139,37 @@ def export_cmd(
                f"{meta['shift']}; its model removes "
                + (f"{score:.2f} %" if isinstance(score, float) else "?")
                + f" of the noise on the study's validation curves) -> {out}")
+
+
+@app.command("split")
+def split_cmd(
+    study: StudyArg,
+    split: Annotated[str, typer.Argument(help="train, val or test.", metavar="SPLIT")],
+    clean: Annotated[Path, typer.Option("--clean", help="Where to write its clean signals "
+                                                        "(CSV).")],
+    noisy: Annotated[Path, typer.Option("--noisy", help="Where to write its noisy signals "
+                                                        "(CSV).")],
+    storage: StorageOpt = None,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Overwrite the files.")
+                     ] = False,
+) -> None:
+    """Write a study's split (its signals on their original scale) for your own checks."""
+    if split not in SPLITS:
+        raise HpoError(f"SPLIT: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    for path, flag in ((clean, "--clean"), (noisy, "--noisy")):
+        check_output(path, flag, overwrite=force)
+    from hpo.task.signals import write_signals
+    from hpo.task.source import model_split
+
+    s, spec = load(study, open_storage_url(storage)[1])
+    source = spec.source()
+    verify(source, study)
+    raw = model_split(source, split, study).raw
+    for path, flag, values in ((clean, "--clean", raw.clean), (noisy, "--noisy", raw.noisy)):
+        with writing(path, flag):
+            write_signals(path, values)
+    typer.echo(f"wrote the {split} split of '{s.study_name}' ({len(raw)} signals of "
+               f"{raw.clean.shape[1]} points) -> {clean}, {noisy}")
 
 
 @artifacts_app.command("prune")

@@ -10,7 +10,7 @@ shuffled by --data-seed, --train-curves/--val-curves/--test-curves all three or 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -164,9 +164,11 @@ def denoise(
     input: Annotated[Path, typer.Option("--input", help="CSV (or 2-D .npy), one noisy signal "
                                                         "per row.")],
     output: Annotated[Path, typer.Option(help="Where to write the denoised CSV.")],
+    force: Annotated[bool, typer.Option("--force", metavar="",
+                                        help="Overwrite --output.")] = False,
 ) -> None:
     """Denoise your own signals with a saved model (normalized as it was trained)."""
-    check_output(output, "--output", inputs=(input, model))
+    check_output(output, "--output", inputs=(input, model), overwrite=force)
     from hpo.task.modelfile import apply_model, load_model, trained_length
     from hpo.task.signals import read_signals, write_signals
 
@@ -182,5 +184,44 @@ def denoise(
     with writing(output, "--output"):
         write_signals(output, denoised)
     how = ", each normalized by its own mean and std" if meta.get("normalize") else ""
-    typer.echo(f"denoised {len(signals)} signals of {signals.shape[1]} points with "
+    typer.echo(f"denoised {_signals(len(signals))} of {signals.shape[1]} points with "
                f"{model} (hidden {meta['hidden_size']}, shift {meta['shift']}{how}) -> {output}")
+
+
+def _signals(n: int) -> str:
+    return f"{n} signal" + ("" if n == 1 else "s")
+
+
+def _read(path: Path, flag: str) -> Any:
+    from hpo.task.signals import read_signals
+
+    return (load_signals_file(path, what=flag) if path.suffix.lower() == ".npy"
+            else read_signals(path))
+
+
+@app.command()
+def score(
+    clean: Annotated[Path, typer.Option("--clean", help="The clean signals (CSV or .npy), one "
+                                                        "per row.")],
+    noisy: Annotated[Path, typer.Option("--noisy", help="The noisy signals given to the "
+                                                        "denoiser, row by row.")],
+    denoised: Annotated[Path, typer.Option("--denoised", help="What the denoiser made of them "
+                                                              "(e.g. `hpo denoise --output`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Score denoised signals against the clean ones: percent of the noise removed."""
+    from hpo.task.metric import percent_removed
+
+    arrays = {flag: _read(path, flag) for flag, path in
+              (("--clean", clean), ("--noisy", noisy), ("--denoised", denoised))}
+    shapes = {flag: a.shape for flag, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        got = ", ".join(f"{k} {v}" for k, v in shapes.items())
+        raise HpoError("--clean, --noisy and --denoised must have the same shape (one signal "
+                       f"per row, same length), got {got}")
+    removed = percent_removed(arrays["--clean"], arrays["--noisy"], arrays["--denoised"])
+    n, points = shapes["--clean"]
+    if as_json:
+        emit_json({"removed": round(removed, 4), "signals": n, "points": points})
+    else:
+        typer.echo(f"{removed:.2f} % of the noise removed ({_signals(n)} of {points} points)")

@@ -34,20 +34,24 @@ def read_signals(path: str | Path) -> np.ndarray:
 
 def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
     """The CSV parser shared by `hpo denoise` and study data files (hpo.task.datafile): an (n,
-    length)
-    float32 array of an existing file. `label` starts every message (default: the path), so a
-    study's file can also name its key."""
+    length) float32 array of an existing file. A first row of names (a header, as spreadsheets
+    write) is skipped. `label` starts every message (default: the path), so a study's file can
+    also name its key."""
     label = str(path) if label is None else label
     # At most one value per two bytes of text, each a Python float in a list until the array
     # exists: refused by the file's size before a line is read.
     _fits(label, path.stat().st_size // 2 * CSV_BYTES_PER_VALUE)
     rows: list[list[float]] = []
+    seen_header = False
     try:
         with path.open(newline="") as f:
             for lineno, row in enumerate(csv.reader(f), start=1):
                 cells = [c.strip() for c in row]
                 if not any(cells):
                     continue  # blank lines carry no signal
+                if not rows and not seen_header and is_header(cells):
+                    seen_header = True
+                    continue
                 values = []
                 for col, cell in enumerate(cells, start=1):
                     try:
@@ -74,6 +78,18 @@ def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
     if len(rows[0]) < 2:
         raise InputFileError(f"{label}: signals have {len(rows[0])} point; each needs at least 2")
     return np.asarray(rows, dtype=np.float32)
+
+
+def is_header(cells: list[str]) -> bool:
+    """A row of names: no cell is empty and none is a number."""
+    def number(c: str) -> bool:
+        try:
+            float(c)
+        except ValueError:
+            return False
+        return True
+
+    return all(cells) and not any(number(c) for c in cells)
 
 
 def write_signals(path: str | Path, signals: np.ndarray) -> Path:
@@ -197,11 +213,17 @@ def read_shape(path: str | Path, *, what: str = "data.file") -> tuple[int, int]:
     with _reading(label):
         if _check_path(path, what) == ".npy":
             return _check_rows(_npy_header(path, label)[0], label)
-        rows, width = 0, 0
+        rows, width, first = 0, 0, True
         with path.open(newline="") as f:
             for row in csv.reader(f):
-                if any(c.strip() for c in row):
-                    rows, width = rows + 1, width or len(row)
+                cells = [c.strip() for c in row]
+                if not any(cells):
+                    continue
+                if first and is_header(cells):  # skipped, as parse_signals_csv skips it
+                    first = False
+                    continue
+                first = False
+                rows, width = rows + 1, width or len(row)
         return _check_rows((rows, width), label)
 
 

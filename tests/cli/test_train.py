@@ -356,3 +356,34 @@ def test_train_and_create_estimate_memory_alike(tmp_path: Path,
         else:
             assert created.exit_code == 0, created.output
             assert trained.exit_code == 0, trained.output
+
+
+def test_denoise_refuses_to_overwrite_without_force_and_score_measures_it(
+        tmp_path: Path) -> None:
+    clean = make_split(DataConfig(seed=3, n_val=6), "val")
+    write_signals(tmp_path / "clean.csv", clean.clean)
+    # A header row, as a spreadsheet writes one: skipped.
+    (tmp_path / "noisy.csv").write_text(
+        ",".join(f"t{i}" for i in range(clean.noisy.shape[1])) + "\n"
+        + "\n".join(",".join(f"{v:.6g}" for v in row) for row in clean.noisy) + "\n")
+    model = save_model(tmp_path / "m.pt", Denoiser(4, 1), TrainConfig(hidden_size=4, shift=1),
+                       DataConfig())
+    out = tmp_path / "out.csv"
+    out.write_text("mine\n")
+    r = invoke("denoise", "--model", model, "--input", tmp_path / "noisy.csv", "--output", out)
+    assert_one_line_error(r, "--force")
+    assert out.read_text() == "mine\n"
+    r = invoke("denoise", "--model", model, "--input", tmp_path / "noisy.csv", "--output", out,
+               "--force")
+    assert r.exit_code == 0 and "denoised 6 signals of 80 points" in r.stdout, r.output
+    r = invoke("score", "--clean", tmp_path / "clean.csv", "--noisy", tmp_path / "noisy.csv",
+               "--denoised", tmp_path / "clean.csv", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["removed"] == 100.0, r.output
+    half = (clean.clean + clean.noisy) / 2  # halfway: half of every error, 50 % removed
+    write_signals(tmp_path / "half.csv", half)
+    r = invoke("score", "--clean", tmp_path / "clean.csv", "--noisy", tmp_path / "noisy.csv",
+               "--denoised", tmp_path / "half.csv")
+    assert r.exit_code == 0 and r.stdout.startswith("50.0"), r.output
+    write_signals(tmp_path / "short.csv", clean.clean[:3])
+    assert_one_line_error(invoke("score", "--clean", tmp_path / "short.csv", "--noisy",
+                                 tmp_path / "noisy.csv", "--denoised", out), "same shape")
