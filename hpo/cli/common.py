@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import sqlite3
 import sys
 import traceback
@@ -134,6 +137,19 @@ def out() -> Console:
     ':smile:'): no markup, no emoji."""
     width = None if sys.stdout.isatty() else 200
     return Console(width=width, markup=False, emoji=False)
+
+
+def prog() -> str:
+    """hpo as the user invoked it, for the commands it prints: `hpo` when that is what their
+    shell finds, else the path they typed (`.venv/bin/hpo` right after the quick start), else
+    `python -m hpo` with this interpreter."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "hpo":
+        found = shutil.which("hpo")
+        if found and os.path.realpath(found) == os.path.realpath(argv0):
+            return "hpo"
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m hpo"
 
 
 def emit_json(obj: Any) -> None:

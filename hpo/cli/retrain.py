@@ -20,9 +20,11 @@ from hpo.cli.common import (
     emit_json,
     load_study,
     out,
+    prog,
     threads_or_env,
     warn,
 )
+from hpo.cli.progress import job_bar, wanted
 from hpo.results.records import pm
 
 # Options of the commands that retrain the best trials (evaluate, rescore).
@@ -47,7 +49,8 @@ def evaluate_cmd(
 
     s, spec = load_study(study, storage)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
-    rows = evaluate_top(s, spec, top, seeds, n, threads, skipped=warn)
+    with job_bar(top * seeds, "retraining on held-out", wanted(as_json)) as done:
+        rows = evaluate_top(s, spec, top, seeds, n, threads, skipped=warn, done=done)
     if as_json:
         emit_json(rows)
         return
@@ -88,7 +91,8 @@ def rescore_cmd(
     curves = val_curves if val_curves is not None else (
         None if spec.file_data() is not None else RESCORE_CURVES)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
-    rows = rescore_top(s, spec, top, seeds, curves, n, threads, skipped=warn)
+    with job_bar(top * seeds, "rescoring", wanted(as_json)) as done:
+        rows = rescore_top(s, spec, top, seeds, curves, n, threads, skipped=warn, done=done)
     if as_json:
         emit_json(rows)
         return
@@ -100,8 +104,9 @@ def rescore_cmd(
         table.add_row(str(r["number"]), _params(r["params"]), f"{r['search_value']:.2f}",
                       pm(r["val_mean"], r["val_std"], seeds))
     out().print(table)
-    typer.echo(f"best after rescoring: trial {rows[0]['number']}; `hpo best {study}` shows it, "
-               f"`hpo evaluate {study}` scores it on the held-out test curves")
+    hpo = prog()
+    typer.echo(f"best after rescoring: trial {rows[0]['number']}; `{hpo} best {study}` shows it, "
+               f"`{hpo} evaluate {study}` scores it on the held-out test curves")
 
 
 def _pool(spec: Any, workers: int | None, jobs: int, threads: int) -> tuple[int, int]:
@@ -134,7 +139,9 @@ def replay_cmd(
     from hpo.run.retrain import replay
 
     s, spec = load_study(study, storage)
-    r = replay(s, spec, trial, _pool(spec, 1, 1, threads_or_env(threads))[1])
+    seeds = len(s.trials[trial].user_attrs.get("seeds", [])) if trial < len(s.trials) else 0
+    with job_bar(seeds, f"replaying trial {trial}", wanted(as_json)) as done:
+        r = replay(s, spec, trial, _pool(spec, 1, 1, threads_or_env(threads))[1], done)
     if as_json:
         emit_json(r)
     else:

@@ -23,6 +23,7 @@ from hpo.cli.common import (
     app,
     err,
     out,
+    prog,
     say_error,
     threads_or_env,
     warn,
@@ -30,7 +31,7 @@ from hpo.cli.common import (
 from hpo.env import resolve_url
 from hpo.results.optuna_reader import best_trials, trial_record
 from hpo.results.records import trials_table
-from hpo.run.supervisor import check_logs, log_dir, next_steps, supervise
+from hpo.run.supervisor import check_logs, log_dir, supervise
 from hpo.store import heartbeat
 from hpo.store.engines import open_storage, undo_new_sqlite_file
 from hpo.store.studies import Creation, counts, ensure_study
@@ -53,6 +54,20 @@ def _create(spec: StudySpec, storage: str | None, trials: int | None) -> tuple[s
     if (differ := heartbeat.note(creation.study)) is not None:
         warn(differ)
     return url, creation
+
+
+def next_steps(study: str, storage: str | None) -> str:
+    """What to do next, as commands that run as printed: hpo as the user invoked it."""
+    at = f" --storage {mask(storage)}" if storage else ""
+    hpo = prog()
+    return "\n".join([
+        "next:",
+        f"  browse trials, curves, pictures, models:  {hpo} dashboard{at}",
+        f"  the best trials, for scripts:             {hpo} best {study}{at} --json",
+        f"  use the best model on your signals:       {hpo} export {study}{at} --out best.pt && "
+        f"{hpo} denoise --model best.pt --input noisy.csv --output clean.csv",
+        f"  retrain the best on 3 seeds, held out:    {hpo} evaluate {study}{at}",
+    ])
 
 
 @app.command()

@@ -88,11 +88,11 @@ def train(
         check_output(save, "--save")
     _check_memory(cfg, data)
     resources.check_threads(1, cfg.threads)
-    from hpo.cli.progress import epoch_bar
+    from hpo.cli.progress import epoch_bar, wanted
     from hpo.task.fit import train_and_test
     from hpo.task.modelfile import save_model
 
-    with epoch_bar(epochs, enabled=not as_json) as on_epoch:
+    with epoch_bar(epochs, enabled=wanted(as_json)) as on_epoch:
         result, test = train_and_test(cfg, data, on_epoch, keys=FLAG_KEYS)
     tr, va, te = sizes(data)
     out = {

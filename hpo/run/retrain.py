@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,8 @@ def retrainable(study: optuna.Study, spec: StudySpec, top: int,
 
 def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
                  workers: int | None = None, threads: int = 1,
-                 skipped: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+                 skipped: Callable[[str], None] = lambda _: None,
+                 done: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Retrains each of the top trials `seeds` times (its own seeds first) and scores on test."""
     trials = retrainable(study, spec, top, skipped)
     if not trials:
@@ -94,7 +95,7 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     verify(spec.source(), study.study_name)  # one line here, not a traceback from a pool process
     jobs = [Job(spec, t.number, t.params, seed_of(spec, t, r), threads,
                 study.study_name) for t in trials for r in range(seeds)]
-    results = _run(jobs, workers)
+    results = _run(jobs, workers, done)
     rows = []
     for i, t in enumerate(trials):
         chunk = results[i * seeds:(i + 1) * seeds]
@@ -109,17 +110,27 @@ def evaluate_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     return rows
 
 
-def _run(jobs: list[Job], workers: int | None) -> list[dict[str, float]]:
+def _run(jobs: list[Job], workers: int | None, done: Callable[[], None]
+         ) -> list[dict[str, float]]:
+    """Every job's result, in the jobs' order; `done()` after each one finishes."""
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            return list(pool.map(run_job, jobs))
-    return [run_job(j) for j in jobs]
+    if workers <= 1:
+        out = []
+        for j in jobs:
+            out.append(run_job(j))
+            done()
+        return out
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(run_job, j) for j in jobs]
+        for _ in as_completed(futures):
+            done()
+        return [f.result() for f in futures]
 
 
 def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
                 val_curves: int | None, workers: int | None = None, threads: int = 1,
-                skipped: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+                skipped: Callable[[str], None] = lambda _: None,
+                done: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Selection that survives noise: retrains the top trials on `seeds` seeds (their own first)
     and scores each on `val_curves` validation curves (default: the study's), so that the best
     is picked on more than one seed and 50 curves. Test curves stay unseen. The results are
@@ -137,7 +148,7 @@ def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     verify(spec.source(), study.study_name)
     jobs = [Job(spec, t.number, t.params, seed_of(spec, t, r), threads,
                 study.study_name, val_curves) for t in trials for r in range(seeds)]
-    results = _run(jobs, workers)
+    results = _run(jobs, workers, done)
     fd = spec.file_data()
     n_val = fd.sizes()[1] if fd is not None else (
         val_curves or spec.data_config(trials[0].params).n_val)
@@ -152,8 +163,8 @@ def rescore_top(study: optuna.Study, spec: StudySpec, top: int, seeds: int,
     return rows
 
 
-def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
-           ) -> dict[str, Any]:
+def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1,
+           done: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Retrains trial `number` with its recorded seeds and compares with what it recorded."""
     trials = study.get_trials(deepcopy=False)
     match = [t for t in trials if t.number == number]
@@ -173,8 +184,9 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1
         raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
                        "it recorded no final score to compare with; replay a complete trial")
     verify(spec.source(), study.study_name)
-    vals = [run_job(Job(spec, number, t.params, int(s), threads, study.study_name))["val"]
+    jobs = [Job(spec, number, t.params, int(s), threads, study.study_name)
             for s in t.user_attrs[SEEDS_ATTR]]
+    vals = [r["val"] for r in _run(jobs, 1, done)]
     recorded = t.user_attrs.get(PER_SEED_ATTR)
     return {"number": number, "params": t.params, "state": t.state.name.lower(),
             "seeds": t.user_attrs[SEEDS_ATTR], "recorded": recorded,

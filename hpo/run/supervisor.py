@@ -66,18 +66,6 @@ def log_dir(url: str) -> Path:
     return (db.expanduser().resolve().parent if db is not None else DEFAULT_DIR) / "logs"
 
 
-def next_steps(study: str, storage: str | None) -> str:
-    at = f" --storage {mask(storage)}" if storage else ""
-    return "\n".join([
-        "next:",
-        f"  browse trials, curves, pictures, models:  hpo dashboard{at}",
-        f"  the best trials, for scripts:             hpo best {study}{at} --json",
-        f"  use the best model on your signals:       hpo export {study}{at} --out best.pt && "
-        "hpo denoise --model best.pt --input noisy.csv --output clean.csv",
-        f"  retrain the best on 3 seeds, held out:    hpo evaluate {study}{at}",
-    ])
-
-
 def log_paths(logs: Path, study_name: str, n: int) -> list[Path]:
     return [logs / f"{study_name}-worker-{i}.log" for i in range(n)]
 

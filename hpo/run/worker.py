@@ -41,6 +41,7 @@ from hpo.store.engines import check_identity, file_identity, open_storage
 from hpo.store.heartbeat import note
 from hpo.store.recovery import adopt, fail_stale, requeue
 from hpo.store.studies import budget_lock, counts, load, make_pruner, make_sampler
+from hpo.store.urls import mask
 from hpo.study.spec import worker_seed
 from hpo.task.source import verify
 
@@ -194,7 +195,12 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
     # A study on a data file: this host's copy must be the file the study recorded (its
     # sha256), refused in one line before this worker claims any trial.
     verify(spec.source(), study_name)
-    n_existing = counts(study).total  # a grouped count: no trial is loaded to seed this worker
+    now = counts(study)  # a grouped count: no trial is loaded to seed this worker
+    n_existing = now.total
+    log.info("worker %s:%d joined study '%s' on %s: %d of %d trials finished, %d running; it "
+             "stops when the budget is met", socket.gethostname(), os.getpid(), study_name,
+             mask(storage.engine.url.render_as_string(hide_password=False)), now.finished,
+             now.budget, now.running)
     # In containers every worker is PID 1: the host name (container id, pod name) tells them apart.
     index = worker_index if worker_index is not None else int.from_bytes(
         f"{socket.gethostname()}:{os.getpid()}".encode(), "big")

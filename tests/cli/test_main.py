@@ -85,8 +85,8 @@ def test_a_command_runs_with_only_its_sibling_loaded(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     for argv, siblings in ((["studies", "--storage", url], ["common", "lookup"]),
                            (["fail-stale", "smoke", "--storage", url], ["common", "recover"]),
-                           (["--help"], ["common", "lookup", "ops", "recover", "retrain",
-                                         "search", "train"])):
+                           (["--help"], ["common", "lookup", "ops", "progress", "recover",
+                                         "retrain", "search", "train"])):
         p = subprocess.run([sys.executable, "-c", probe, *argv], cwd=tmp_path, env=env,
                            text=True, capture_output=True, timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
