@@ -122,6 +122,39 @@ def _in_optuna_storage(e: BaseException) -> bool:
                for f in traceback.extract_tb(e.__traceback__))
 
 
+# Bounds a flag takes only to catch typing slips (2**31 - 1, ten years in seconds) say nothing
+# to a reader: the help shows the lower bound alone.
+SLIP_BOUND = 10**8
+
+
+def _plain_help() -> None:
+    """Help that reads: no type for a flag that takes no value (typer printed `--help <bool>`),
+    no bound that only catches typing slips. Leaves typer as it is where it differs."""
+    for cls in (getattr(typer.core, "TyperOption", None), getattr(typer.core, "TyperArgument",
+                                                                  None)):
+        shown_type = getattr(cls, "display_type_rich", None)
+        shown_range = getattr(cls, "_get_number_range_help_str", None)
+        if cls is None or shown_type is None or shown_range is None:
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, _real: Any = shown_type) -> Any:
+            if getattr(self, "is_flag", False) and self.metavar is None:
+                return None
+            return _real(self, ctx)
+
+        def number_range(self: Any, _real: Any = shown_range) -> Any:
+            high = getattr(self, "max", None)
+            if high is not None and abs(high) >= SLIP_BOUND:
+                low = getattr(self, "min", None)
+                return None if low is None else f"x>={low}"
+            return _real(self)
+
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+        cls._get_number_range_help_str = number_range  # type: ignore[method-assign]
+
+
+_plain_help()
+
 app = typer.Typer(
     help="Parallel hyperparameter search for an LSTM denoiser on shared Optuna studies.",
     cls=OneLineErrors,
@@ -172,7 +205,8 @@ StorageOpt = Annotated[str | None, typer.Option(
     "--storage", envvar=env.STORAGE.name, show_envvar=True, callback=_text,
     help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
          "Default: sqlite file storage/hpo.db under the current directory.")]
-StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.", callback=_text)]
+StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.", callback=_text,
+                                         metavar="STUDY")]
 # metavar "": a flag takes no value, so its help shows none (typer would print <bool>).
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a "
                                                                   "table or text.")]

@@ -93,8 +93,10 @@ def trials(
     study: StudyArg,
     storage: StorageOpt = None,
     state: Annotated[str | None, typer.Option(
-        help="Only trials in this state: complete, pruned, fail, running, waiting.")] = None,
-    fmt_: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+        metavar="STATE",
+        help="Only trials in this state: complete, pruned, fail, running or waiting.")] = None,
+    fmt_: Annotated[str, typer.Option("--format", metavar="FORMAT",
+                                      help="table, json or csv.")] = "table",
 ) -> None:
     """All trials of a study, as a table, JSON or CSV."""
     from hpo.results.optuna_reader import parse_state, trial_record

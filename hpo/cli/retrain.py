@@ -130,7 +130,8 @@ def _params(params: dict[str, Any]) -> str:
 @app.command("replay")
 def replay_cmd(
     study: StudyArg,
-    trial: Annotated[int, typer.Argument(min=0, max=MAX_COUNT, help="Trial number.")],
+    trial: Annotated[int, typer.Argument(min=0, max=MAX_COUNT, help="Trial number.",
+                                         metavar="TRIAL")],
     storage: StorageOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,

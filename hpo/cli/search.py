@@ -40,7 +40,8 @@ from hpo.study.construct import memory_estimate
 from hpo.study.parse import load_study_file
 from hpo.study.spec import StudySpec
 
-StudyFileArg = Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.")]
+StudyFileArg = Annotated[Path, typer.Argument(help="A study file, e.g. studies/smoke.toml.",
+                                              metavar="STUDY_FILE")]
 TrialsOpt = Annotated[int | None, typer.Option(
     min=1, max=10**9, help="Budget of the whole study (finished trials, all workers, all runs).")]
 
