@@ -438,3 +438,24 @@ def test_compose_services_run_as_local_processes(
     import optuna
 
     optuna.delete_study(study_name=name, storage=server_url)  # keep the shared database tidy
+
+
+@pytest.mark.parametrize("tool", [["docker-compose"], ["docker", "compose"]],
+                         ids=["compose-v1", "compose-v2"])
+def test_the_real_compose_accepts_the_file(tool: list[str], tmp_path: Path) -> None:
+    """Debian 12's docker-compose 1.29 (v1) and `docker compose` (v2), where installed, read
+    the file with .env.example as its .env (.ci/run installs v1)."""
+    import shutil
+    import subprocess
+
+    if shutil.which(tool[0]) is None:
+        pytest.skip(f"{' '.join(tool)} is not installed (Debian: apt-get install docker-compose)")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    p = subprocess.run([*tool, "config"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    if tool == ["docker", "compose"] and ("is not a docker command" in p.stderr
+                                          or "unknown command" in p.stderr):
+        pytest.skip("docker has no compose plugin here")
+    assert p.returncode == 0, p.stderr
+    assert "worker" in p.stdout and "postgres" in p.stdout
