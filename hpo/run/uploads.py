@@ -157,8 +157,10 @@ def wants_picture(trial: optuna.Trial, score: float) -> bool:
 def _upload(store: optuna.artifacts.FileSystemArtifactStore, where: Path, trial: optuna.Trial,
             path: Path) -> str:
     try:
+        # Python guesses .pt as a SNES page table; a model file is plain bytes to a browser.
+        mime = "application/octet-stream" if path.suffix == ".pt" else None
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
-                                                study_or_trial=trial)
+                                                study_or_trial=trial, mimetype=mime)
     except OSError as e:
         raise ArtifactError(f"artifact store {where}: cannot write {path.name} ({e.strerror}); "
                             f"set {ENV} to a writable (shared) directory") from e

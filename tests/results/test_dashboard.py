@@ -106,6 +106,7 @@ def check_api(get: Any, site: dict[str, Any], tmp: Path) -> None:
         png = get(base + files[f"trial-{n}-curves.png"]["artifact_id"])
         with Image.open(io.BytesIO(png)) as im:
             assert im.format == "PNG" and im.size == (720, 448)
+        assert files[f"trial-{n}-model.pt"]["mimetype"] == "application/octet-stream"
         pt = get(base + files[f"trial-{n}-model.pt"]["artifact_id"])
         (tmp / f"dl-{n}.pt").write_bytes(pt)
         _, meta = load_model(tmp / f"dl-{n}.pt")
