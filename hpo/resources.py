@@ -89,6 +89,14 @@ def training_bytes(hidden: int, shift: int, length: int, batch: int, n_val: int)
     return params + activations + validation
 
 
+def inference_bytes(hidden: int, shift: int, length: int, n: int) -> int:
+    """Denoising n signals with a model: its weights, and the activations of a chunk of up to
+    1,000 signals at a time without gradients (each LSTM keeps a few H-wide float32 tensors per
+    step), plus the float32 input and output."""
+    steps = length + shift
+    return 4 * lstm_params(hidden) + 8 * 4 * min(n, 1000) * steps * hidden + 2 * 4 * n * length
+
+
 @dataclass(frozen=True)
 class Estimate:
     bytes: int

@@ -186,7 +186,9 @@ def prog() -> str:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from hpo.results.records import strict
+
+    sys.stdout.write(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
 
 
 def threads_or_env(flag: int | None) -> int:
@@ -234,12 +236,20 @@ def open_storage_url(storage: str | None, create: bool = False,
     return url, open_storage(url, create=create, heartbeat=heartbeat)
 
 
-def load_study(name: str, storage: str | None, heartbeat: bool = False) -> tuple[Any, Any]:
-    """The study and its spec; says which heartbeat variables the study does not obey."""
+def load_study(name: str, storage: str | None, heartbeat: bool = False,
+               trains: bool = False) -> tuple[Any, Any]:
+    """The study and its spec; says which heartbeat variables the study does not obey. A
+    command that `trains` by the stored definition first constructs it as a study file is."""
     from hpo.store import heartbeat as contract
     from hpo.store.studies import load
 
     study, spec = load(name, open_storage_url(storage, heartbeat=heartbeat)[1])
+    if trains:
+        from hpo.study.construct import construct
+        from hpo.task.source import verify
+
+        verify(spec.source(), name)  # a changed data file, named as such, first
+        construct(spec, f"study '{name}' (its stored definition)")
     if (differ := contract.note(study)) is not None:
         warn(differ)
     return study, spec

@@ -26,7 +26,7 @@ from hpo.cli.common import (
     open_storage_url,
     out,
 )
-from hpo.errors import HpoError
+from hpo.errors import HpoError, one_line
 from hpo.results import sqlite_reader
 from hpo.results.records import fmt, pm, to_csv, to_json, trials_table
 
@@ -47,9 +47,9 @@ def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     for c in cols:
         table.add_column(c)
     for r in rows:
-        table.add_row(*(fmt(",".join(r[c]) if c == "directions" else r[c],
+        table.add_row(*(one_line(fmt(",".join(r[c]) if c == "directions" else r[c],
                             "percent" if c == "best_value" and r["directions"] == ["maximize"]
-                            else "") for c in cols))
+                            else "") ) for c in cols))
     out().print(table)
 
 

@@ -47,7 +47,7 @@ def evaluate_cmd(
     """Retrain the top configurations on several seeds; report held-out test % removed."""
     from hpo.run.retrain import evaluate_top
 
-    s, spec = load_study(study, storage)
+    s, spec = load_study(study, storage, trains=True)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
     with job_bar(top * seeds, "retraining on held-out", wanted(as_json)) as done:
         rows = evaluate_top(s, spec, top, seeds, n, threads, skipped=warn, done=done)
@@ -87,7 +87,7 @@ def rescore_cmd(
     """Re-score the top trials on more seeds and validation curves before calling one best."""
     from hpo.run.retrain import rescore_top
 
-    s, spec = load_study(study, storage)
+    s, spec = load_study(study, storage, trains=True)
     curves = val_curves if val_curves is not None else (
         None if spec.file_data() is not None else RESCORE_CURVES)
     n, threads = _pool(spec, workers, top * seeds, threads_or_env(threads))
@@ -139,7 +139,7 @@ def replay_cmd(
     """Retrain one complete trial from its recorded seeds; exit 1 if the scores differ."""
     from hpo.run.retrain import replay
 
-    s, spec = load_study(study, storage)
+    s, spec = load_study(study, storage, trains=True)
     seeds = len(s.trials[trial].user_attrs.get("seeds", [])) if trial < len(s.trials) else 0
     with job_bar(seeds, f"replaying trial {trial}", wanted(as_json)) as done:
         r = replay(s, spec, trial, _pool(spec, 1, 1, threads_or_env(threads))[1], done)

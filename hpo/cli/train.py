@@ -175,6 +175,12 @@ def denoise(
     net, meta = load_model(model)
     signals = (load_signals_file(input, what="--input") if input.suffix.lower() == ".npy"
                else read_signals(input))
+    need = resources.Estimate(resources.inference_bytes(
+        int(meta["hidden_size"]), int(meta["shift"]), signals.shape[1], len(signals)), "--input")
+    if not need.fits():
+        raise HpoError(f"--input {input}: denoising {len(signals)} signals of "
+                       f"{signals.shape[1]} points with {model} (hidden {meta['hidden_size']}, "
+                       f"shift {meta['shift']}) {resources.too_big(need)}; split the input")
     trained = trained_length(meta)
     if trained is not None and signals.shape[1] != trained:
         # The LSTM runs on any length, so this is allowed; but it never saw such signals.

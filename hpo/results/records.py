@@ -54,8 +54,20 @@ def with_rescores(rescored: Mapping[str, Any] | None, records: list[dict[str, An
     return records
 
 
+def strict(obj: Any) -> Any:
+    """The object with every infinity or NaN as the string Python writes for it ("inf",
+    "-inf", "nan"): JSON has no such numbers, and strict parsers refuse `Infinity`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    return obj
+
+
 def to_json(records: list[dict[str, Any]]) -> str:
-    return json.dumps(records, indent=2, default=str)
+    return json.dumps(strict(records), indent=2, default=str, allow_nan=False)
 
 
 def to_csv(records: list[dict[str, Any]], params: list[str] | None = None,

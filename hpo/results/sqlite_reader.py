@@ -57,7 +57,10 @@ def sqlite_file(url: str) -> Path | None:
     if m is None:
         return None
     path = Path(m.group(1))
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() else None
+    except OSError:  # a name the file system refuses: Optuna's path says so in one line
+        return None
 
 
 @contextlib.contextmanager

@@ -22,10 +22,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from hpo.errors import StorageError
 from hpo.run import timing
 from hpo.run.uploads import upload_trial_artifacts
 from hpo.store import optuna_api
 from hpo.store.attrs import HOST_ATTR, PER_SEED_ATTR, PID_ATTR, REASON_ATTR, SEEDS_ATTR
+from hpo.store.stored import foreign_params
 from hpo.study.spec import Param, StudySpec, trial_seed
 from hpo.task.fit import fit_source
 from hpo.task.metric import mean_std
@@ -103,6 +105,11 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     `trainer` stands in for hpo.task.train.train (bench/storage.py: an instant one); `stop()` runs
     after every epoch of every seed and raises to end the trial (the worker's Ctrl-C check)."""
     params = {p.name: suggest(trial, p) for p in spec.space}
+    # A trial another client enqueued may carry values outside the space (Optuna only warns):
+    # never trained, since its memory was never checked.
+    if bad := foreign_params(spec, params):
+        raise StorageError(f"trial {trial.number}: parameters {', '.join(bad)} are not the "
+                           "study's (another client enqueued them); not trained")
     data = spec.source(params)
     study = trial.study.study_name
     val = model_split(data, "val", study)  # the same split fit_source scores on

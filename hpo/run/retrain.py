@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from hpo.errors import HpoError
 from hpo.results.optuna_reader import best_trials
+from hpo.store import stored
 from hpo.store.attrs import (
     EVAL_ATTR,
     PER_SEED_ATTR,
@@ -62,7 +63,7 @@ def seed_of(spec: StudySpec, t: FrozenTrial, repeat: int) -> int:
     re-queued trial trains with its first attempt's seeds)."""
     recorded = t.user_attrs.get(SEEDS_ATTR)
     if isinstance(recorded, list) and repeat < len(recorded) and isinstance(recorded[repeat], int):
-        return int(recorded[repeat])
+        return stored.seeds("", t.number, {"seeds": [recorded[repeat]]})[0]
     history = t.system_attrs.get(RETRY_HISTORY) or []
     origin = history[0] if history and isinstance(history[0], int) else t.number
     return trial_seed(spec, origin, repeat)
@@ -184,8 +185,8 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1,
         raise HpoError(f"trial {number} of '{study.study_name}' is {t.state.name.lower()}{why}: "
                        "it recorded no final score to compare with; replay a complete trial")
     verify(spec.source(), study.study_name)
-    jobs = [Job(spec, number, t.params, int(s), threads, study.study_name)
-            for s in t.user_attrs[SEEDS_ATTR]]
+    jobs = [Job(spec, number, t.params, s, threads, study.study_name)
+            for s in stored.seeds(study.study_name, number, t.user_attrs)]
     vals = [r["val"] for r in _run(jobs, 1, done)]
     recorded = t.user_attrs.get(PER_SEED_ATTR)
     return {"number": number, "params": t.params, "state": t.state.name.lower(),

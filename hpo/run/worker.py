@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import env
-from hpo.errors import WorkerError
+from hpo.errors import HpoError, WorkerError
 from hpo.run import objective, timing
 from hpo.run.retrying import STORAGE_ERRORS
 from hpo.run.retrying import retry as _retry
@@ -42,6 +42,7 @@ from hpo.store.heartbeat import note
 from hpo.store.recovery import adopt, fail_stale, requeue
 from hpo.store.studies import budget_lock, counts, load, make_pruner, make_sampler
 from hpo.store.urls import mask
+from hpo.study.construct import construct
 from hpo.study.spec import worker_seed
 from hpo.task.source import verify
 
@@ -195,6 +196,7 @@ def _loop(storage: optuna.storages.RDBStorage, study_name: str, worker_index: in
     # A study on a data file: this host's copy must be the file the study recorded (its
     # sha256), refused in one line before this worker claims any trial.
     verify(spec.source(), study_name)
+    construct(spec, f"study '{study_name}' (its stored definition)")  # as a study file is
     now = counts(study)  # a grouped count: no trial is loaded to seed this worker
     n_existing = now.total
     log.info("worker %s:%d joined study '%s' on %s: %d of %d trials finished, %d running; it "
@@ -274,6 +276,10 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
         raise
     except optuna.exceptions.UpdateFinishedTrialError:
         _declared_dead(trial, "it had not trained yet; the re-queued copy runs instead")
+        return TrialState.FAIL
+    except HpoError as e:  # refused input (a trial another client made): one line, no trace
+        log.error("trial %d failed: %s", trial.number, e)
+        _fail(study, trial, str(e))
         return TrialState.FAIL
     except Exception as e:  # a bug or a bad configuration: record it, keep the worker alive
         log.exception("trial %d failed", trial.number)

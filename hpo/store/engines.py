@@ -59,7 +59,12 @@ def engine_kwargs(u: URL) -> dict[str, Any]:
 
 
 def prepare_sqlite(path: Path, create: bool, url: str) -> None:
-    if path.exists():
+    try:
+        present = path.exists()
+    except OSError as e:  # a name the file system refuses (too long, a loop of links...)
+        raise StorageError(f"storage {mask(url)}: {path}: {e.strerror}; choose another path "
+                           f"({WHERE})") from e
+    if present:
         if path.is_dir():
             raise StorageError(f"storage {mask(url)}: {path} is a directory; point --storage at "
                                "an hpo SQLite file, e.g. sqlite:///storage/hpo.db")
@@ -279,7 +284,31 @@ def file_identity(u: URL) -> tuple[int, int] | None:
 
 
 def check_identity(u: URL, opened: tuple[int, int] | None) -> None:
-    """Refuses to go on when the SQLite file is no longer the one that was opened."""
-    if opened is not None and file_identity(u) != opened:
+    """Refuses to go on when the SQLite file is no longer the one that was opened. The -wal
+    and -shm files beside the name belong to the database that was opened, not to the file
+    there now: they are moved aside at once, or the next process to open the name would
+    replay the old database's log into it (a restored backup overwritten)."""
+    if opened is None:
+        return
+    try:
+        now = file_identity(u)
+    except StorageError:
+        set_aside(u)
+        raise
+    if now != opened:
+        set_aside(u)
         raise StorageError(f"storage {mask(str(u))}: the database file {sqlite_path(u)} was "
                            "replaced while in use (another file now has its name); stopping")
+
+
+def set_aside(u: URL) -> list[Path]:
+    """Renames a lost database's -wal and -shm files (NAME-wal.orphaned-PID); returns them."""
+    path = sqlite_path(u)
+    moved = []
+    for side in ("-wal", "-shm"):
+        src = Path(f"{path}{side}")
+        dst = Path(f"{path}{side}.orphaned-{os.getpid()}")
+        with contextlib.suppress(OSError):
+            src.rename(dst)
+            moved.append(dst)
+    return moved

@@ -45,7 +45,14 @@ from hpo.store.studies import budget_lock, counts
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of the trials that already have a successor (a re-queued copy of their params)."""
-    return {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, [])}
+    return {n for t in trials for n in _history(t)}
+
+
+def _history(t: FrozenTrial) -> list[int]:
+    """A trial's retry history as Optuna writes it: numbers; anything else reads as none."""
+    raw = t.system_attrs.get(RETRY_HISTORY)
+    return [n for n in raw if isinstance(n, int) and not isinstance(n, bool)] if isinstance(
+        raw, list) else []
 
 
 def _params_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -54,7 +61,7 @@ def _params_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def _successor(trials: list[FrozenTrial], number: int) -> int | None:
     for t in trials:
-        history = t.system_attrs.get(RETRY_HISTORY, [])
+        history = _history(t)
         if history and history[-1] == number:
             return t.number
     return None
@@ -120,7 +127,11 @@ class StaleReport:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (a killed worker not yet reaped)."""
+    """True while the process exists and is not a zombie (a killed worker not yet reaped). A
+    stored value that cannot be a process id (another tool wrote it) counts as alive: such a
+    trial is left alone, never failed on its word."""
+    if not 0 < pid < 2**22 * 1024:  # Linux's pid_max is at most 2**22
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -232,7 +243,7 @@ def adopt(study: optuna.Study, storage: optuna.storages.RDBStorage, number: int,
         original = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         copy_ = next((t for t in waiting
-                      if t.system_attrs.get(RETRY_HISTORY, [])[-1:] == [number]), None)
+                      if _history(t)[-1:] == [number]), None)
         if copy_ is None:
             return None
         tid = optuna_api.trial_id(copy_)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hpo.study.spec import StudySpec
 
 MAX_BUDGET = 10**9
-RESCORE_FIELDS = ("val_mean", "val_std", "seeds", "val_curves")
+RESCORE_FIELDS = ("number", "val_mean", "val_std", "seeds", "val_curves")
 
 
 def _refuse(study: str, key: str, value: Any, want: str) -> StorageError:
@@ -107,7 +107,31 @@ def spec(study: str, attrs: Mapping[str, Any]) -> StudySpec:
 
 
 def foreign_params(spec_: StudySpec, params: Mapping[str, Any]) -> list[str]:
-    """The parameters of a trial that its study does not search (a trial another client told)
-    or that it lacks; empty when hpo can retrain it."""
+    """What keeps hpo from training a trial's parameters as its study would: a name the study
+    does not search or lacks (another client told or enqueued it), or a value outside the
+    study's space or of the wrong type (its memory was never checked). Empty when it can."""
     names = {p.name for p in spec_.space}
-    return sorted(set(params) ^ names)
+    problems = sorted(set(params) ^ names)
+    for p in spec_.space:
+        if p.name not in params:
+            continue
+        v = params[p.name]
+        if p.type == "categorical":
+            ok = v in p.choices
+        else:
+            number = isinstance(v, int | float) and not isinstance(v, bool)
+            ok = (number and (p.type == "float" or isinstance(v, int) or float(v).is_integer())
+                  and p.low is not None and p.high is not None and p.low <= v <= p.high)
+        if not ok:
+            problems.append(f"{p.name}={v!r} (outside [space.{p.name}])")
+    return problems
+
+
+def seeds(study: str, number: int, attrs: Mapping[str, Any]) -> list[int]:
+    """The training seeds a trial recorded, each a seed torch and numpy take."""
+    raw = attrs.get("seeds")
+    if not isinstance(raw, list) or not raw or not all(
+            _whole(s) and 0 <= s < 2**63 for s in raw):
+        raise _refuse(study, f"seeds of trial {number}", raw,
+                      "a list of training seeds (whole numbers from 0 to 2**63 - 1)")
+    return [int(s) for s in raw]

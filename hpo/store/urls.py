@@ -10,6 +10,7 @@ URL is shown: every credential hidden, in any form.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -43,6 +44,15 @@ PG_INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_i
                "keepalives_count", "tcp_user_timeout", "port")
 
 
+PG_CHOICES = {
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby",
+                             "prefer-standby"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "load_balance_hosts": ("disable", "random"),
+}
+
+
 def mask(url: str) -> str:
     """The URL with every credential replaced by ***: the password in its user part and every
     option whose name holds one (password=, sslpassword=, a secret or token). Safe to print and
@@ -55,7 +65,8 @@ def mask(url: str) -> str:
         # An unencoded '@' in the password: SQLAlchemy splits at the first '@', so the rest of
         # the password would be shown as part of the host.
         u = u.set(host=u.host.rsplit("@", 1)[1], password="-")
-    hidden = {k: HIDDEN for k in u.query if SECRET_OPTION.search(k)}
+    hidden = {k: HIDDEN for k, v in u.query.items()
+              if SECRET_OPTION.search(k) or SECRET_OPTION.search(str(v))}
     if hidden:
         u = u.update_query_dict(hidden)
     return one_line(u.render_as_string(hide_password=True).replace("%2A%2A%2A", HIDDEN))
@@ -85,6 +96,10 @@ def parse(url: str) -> URL:
             # An in-memory database dies with the process: no worker could ever join it.
             raise StorageError(f"storage URL {mask(url)} is an in-memory SQLite database; give "
                                f"a file, e.g. sqlite:///storage/hpo.db ({WHERE})")
+        if u.database != u.database.strip() or _CONTROL.search(u.database):
+            raise StorageError(f"storage URL {mask(url)}: its file name holds white space at an "
+                               f"end or control characters (perhaps percent-encoded); rename "
+                               f"it ({WHERE})")
         if u.database.startswith("~"):  # the same file for the database, logs and artifacts
             u = u.set(database=os.path.expanduser(u.database))
     u = u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
@@ -104,6 +119,7 @@ def check_options(u: URL, shown: str) -> None:
         if unknown:
             raise refuse(f"option {unknown[0]!r} is not one hpo opens SQLite with; use only "
                          f"{', '.join(SQLITE_OPTIONS)}, or none")
+        _check_sqlite(u.query, refuse)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", SAWarning)  # an option the driver would ignore
@@ -123,6 +139,30 @@ def check_options(u: URL, shown: str) -> None:
                      "; fix or drop it") from e
 
 
+def _check_sqlite(query: Any, refuse: Any) -> None:
+    """What sqlite3 takes without a word and fails on later: a timeout that is not a finite
+    number of seconds, a cache size past C's int, an isolation level it does not have."""
+    def one(k: str) -> str:
+        v = query[k]
+        return str(v[-1] if isinstance(v, tuple) else v)
+
+    if "timeout" in query:
+        try:
+            t = float(one("timeout"))
+        except ValueError:
+            t = math.nan
+        if not 0 <= t <= 86400:
+            raise refuse(f"option timeout={one('timeout')!r} must be seconds from 0 to 86400")
+    for k in ("cached_statements", "detect_types"):
+        if k in query and not (one(k).isdigit() and int(one(k)) <= 2**31 - 1):
+            raise refuse(f"option {k}={one(k)!r} must be a whole number from 0 to 2147483647")
+    if "isolation_level" in query and one("isolation_level").upper() not in (
+            "DEFERRED", "IMMEDIATE", "EXCLUSIVE", "AUTOCOMMIT", "READ UNCOMMITTED",
+            "SERIALIZABLE"):
+        raise refuse(f"option isolation_level={one('isolation_level')!r}: use DEFERRED, "
+                     "IMMEDIATE, EXCLUSIVE or AUTOCOMMIT")
+
+
 def _check_libpq(kw: MutableMapping[str, Any], refuse: Any) -> None:
     from psycopg import ProgrammingError
     from psycopg.conninfo import make_conninfo
@@ -132,8 +172,11 @@ def _check_libpq(kw: MutableMapping[str, Any], refuse: Any) -> None:
     except ProgrammingError as e:
         raise refuse(f"{one_line(str(e))}; see libpq's connection parameters") from e
     for k in PG_INTEGERS:
-        if k in kw and not str(kw[k]).strip().lstrip("-").isdigit():
-            raise refuse(f"option {k}={kw[k]!r} must be a whole number")
+        if k in kw and not (str(kw[k]).strip().isdigit() and int(kw[k]) <= 2**31 - 1):
+            raise refuse(f"option {k}={kw[k]!r} must be a whole number from 0 to 2147483647")
+    for k, allowed in PG_CHOICES.items():
+        if k in kw and str(kw[k]) not in allowed:
+            raise refuse(f"option {k}={kw[k]!r}: use one of {', '.join(allowed)}")
     if "sslmode" in kw and kw["sslmode"] not in SSLMODES:
         raise refuse(f"option sslmode={kw['sslmode']!r}: use one of {', '.join(SSLMODES)}")
 

@@ -171,7 +171,7 @@ class StudySpec:
                         ("repeats", _whole(spec.repeats) and 1 <= spec.repeats <= 20),
                         ("description", isinstance(spec.description, str)),
                         ("metrics", 1 <= len(spec.metrics) <= 2 and set(spec.metrics) <= set(
-                            METRICS)),
+                            METRICS) and len(set(spec.metrics)) == len(spec.metrics)),
                         ("sampler.type", spec.sampler.kind in SamplerSpec.KINDS),
                         ("pruner.type", spec.pruner.kind in PrunerSpec.KINDS),
                         ("space", bool(spec.space) and all(_param_ok(p) for p in spec.space)),

@@ -183,6 +183,9 @@ class FileData:
             files.append((keys.noisy_file, self.noisy_path, self.noisy_sha256 or ""))
         for what, path, want in files:
             head = f"{who} was defined on {what} {path} with sha256 {want[:12]}..."
+            if Path(path).exists() and not Path(path).is_file():  # a FIFO would hang the read
+                raise InputFileError(f"{head}; it is no longer a regular file: restore it or "
+                                     "create a new study")
             try:
                 found = file_digest(path)
             except OSError as e:

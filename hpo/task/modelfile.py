@@ -127,6 +127,11 @@ def _checked_shape(meta: dict[str, Any], state: Any) -> tuple[int, int]:
         raise ValueError(f"hidden_size {hidden} or shift {shift} out of range")
     if not isinstance(state, dict):
         raise ValueError("no state_dict of tensors")
+    scores = meta.get("scores", {})
+    if not isinstance(scores, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in scores.items()):
+        raise ValueError(f"its scores {scores!r:.60} are not numbers by name")
     found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     want = expected_shapes(hidden)
     if found != want:

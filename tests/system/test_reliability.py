@@ -10,12 +10,14 @@ under a second each.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -575,3 +577,26 @@ def test_a_database_file_lost_mid_search_stops_it_in_one_line_never_finished(
     assert "not stored" in errors[0]
     for pid in search.workers:  # every worker has exited
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_replaced_database_keeps_no_log_of_the_old_one(
+        study_file: Callable[..., Path], tmp_path: Path) -> None:
+    """The old database's -wal must not be replayed into the file restored in its place."""
+    path = study_file(**SECONDS_STUDY)
+    name, db = name_of(path), tmp_path / "db" / "hpo.db"
+    url = f"sqlite:///{db}"
+    with running_search(path, tmp_path, "--workers", "1", url=url) as search:
+        wait_until(lambda: mid_trial(url, name, 0.2, 30.0), 120, "a trial to be training")
+        backup = tmp_path / "backup.db"
+        with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(
+                sqlite3.connect(backup)) as dst:
+            src.backup(dst)
+        other = tmp_path / "other.db"
+        shutil.copy(backup, other)
+        os.replace(other, db)
+        assert search.wait(120) == 1
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+    read_trials(url, name)  # opening the restored file must not change it
+    with contextlib.closing(sqlite3.connect(db)) as a, contextlib.closing(
+            sqlite3.connect(backup)) as b:
+        assert list(a.iterdump()) == list(b.iterdump())

@@ -54,8 +54,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
         params={"hidden_size": 6, "shift": 1, "epochs": 2, "dropout": 0.5},
         distributions={**dists, "dropout": optuna.distributions.FloatDistribution(0, 1)},
         value=40.0))
-    study.set_user_attr(RESCORE_ATTR, {"0": {"val_mean": 29.0, "val_std": 1.0, "seeds": 2,
-                                             "val_curves": 10}})
+    study.set_user_attr(RESCORE_ATTR, {"0": {"number": 0, "val_mean": 29.0, "val_std": 1.0,
+                                             "seeds": 2, "val_curves": 10}})
     storage.engine.dispose()
     return d
 
@@ -214,3 +214,65 @@ def test_a_valid_study_on_read_only_media_is_read(read_only: Path,
             assert r.exit_code == 0, r.output
     expected = run(made, "best", "made", "--json").stdout
     assert run(read_only, "best", "made", "--json").stdout == expected
+
+
+def test_trials_another_client_left_are_never_trained_outside_the_space(copy: Path) -> None:
+    """A trial enqueued by a plain client with values outside the space (Optuna only warns)
+    fails in one line, untrained; stored seeds that are not seeds are refused by replay."""
+    storage = open_storage(f"sqlite:///{copy / 'hpo.db'}", heartbeat=False)
+    study = optuna.load_study(study_name="made", storage=storage)
+    study.set_user_attr(BUDGET_ATTR, 3)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.enqueue_trial({"hidden_size": 1_000_000, "shift": 3, "epochs": 2},
+                            skip_if_exists=False)
+    storage.engine.dispose()
+    r = run(copy, "worker", "made")
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    with contextlib.closing(sqlite3.connect(copy / "hpo.db")) as con:
+        reason = con.execute("SELECT value_json FROM trial_user_attributes WHERE key = "
+                             "'fail_reason'").fetchone()
+    assert reason is not None and "hidden_size=1000000" in reason[0]
+    with contextlib.closing(sqlite3.connect(copy / "hpo.db")) as con:
+        for key, value in (("seeds", '"abc"'), ("val_removed_per_seed", "[30.0]")):
+            con.execute("INSERT INTO trial_user_attributes (trial_id, key, value_json) SELECT "
+                        "trial_id, ?, ? FROM trials WHERE number = 0", (key, value))
+        con.commit()
+    r = run(copy, "replay", "made", "0")
+    one_line_or_ok(r)
+    assert r.exit_code == 2 and "seeds of trial 0" in r.stderr
+
+
+def test_a_stored_definition_is_constructed_as_a_study_file_before_training(copy: Path) -> None:
+    with contextlib.closing(sqlite3.connect(copy / "hpo.db")) as con:
+        (raw,) = con.execute("SELECT value_json FROM study_user_attributes WHERE key = ?",
+                             (SPEC_ATTR,)).fetchone()
+        spec = json.loads(raw)
+        spec["data"]["val"] = 10**12  # terabytes of curves
+        con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = ?",
+                    (json.dumps(spec), SPEC_ATTR))
+        con.commit()
+    for argv in (["worker", "made"], ["evaluate", "made", "--top", "1", "--seeds", "1"]):
+        r = run(copy, *argv)
+        one_line_or_ok(r)
+        assert r.exit_code == 2 and "its stored definition" in r.stderr and "data.val" in r.stderr
+
+
+def test_json_output_is_strict_even_with_infinite_values(copy: Path) -> None:
+    storage = open_storage(f"sqlite:///{copy / 'hpo.db'}", heartbeat=False)
+    study = optuna.load_study(study_name="made", storage=storage)
+    study.add_trial(optuna.trial.create_trial(
+        params={"hidden_size": 5, "shift": 1, "epochs": 2}, value=float("inf"),
+        distributions={"hidden_size": optuna.distributions.IntDistribution(4, 8),
+                       "shift": optuna.distributions.IntDistribution(0, 5),
+                       "epochs": optuna.distributions.IntDistribution(2, 4)}))
+    storage.engine.dispose()
+    for argv in (["best", "made", "--json"], ["studies", "--json"],
+                 ["trials", "made", "--format", "json"]):
+        for options in ("", "?timeout=30"):
+            r = CliRunner().invoke(app, [*argv, "--storage",
+                                         f"sqlite:///{copy / 'hpo.db'}{options}"])
+            assert r.exit_code == 0, r.output
+            json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
