@@ -199,10 +199,7 @@ def _signals(n: int) -> str:
 
 
 def _read(path: Path, flag: str) -> Any:
-    from hpo.task.signals import read_signals
-
-    return (load_signals_file(path, what=flag) if path.suffix.lower() == ".npy"
-            else read_signals(path))
+    return load_signals_file(path, what=flag)  # messages name the flag and the path
 
 
 @app.command()
