@@ -49,7 +49,7 @@ def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(*(one_line(fmt(",".join(r[c]) if c == "directions" else r[c],
                             "percent" if c == "best_value" and r["directions"] == ["maximize"]
-                            else "") ) for c in cols))
+                            else "")) for c in cols))
     out().print(table)
 
 
