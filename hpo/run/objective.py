@@ -54,6 +54,7 @@ class Outcome:
     # trial dead): what it meant to record, so that the worker can still keep the result.
     attrs: dict[str, Any] = field(default_factory=dict)
     detached: bool = False
+    upload: Callable[[optuna.Trial], dict[str, Any]] | None = None  # its files, to another trial
 
 
 def suggest(trial: optuna.Trial, p: Param) -> Any:
@@ -190,17 +191,22 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     record["val_std"] = round(std, 4)
     # Optuna refuses uploads to a finished trial, so the first seed's picture and model file go
     # up now, while this trial still runs. A failure there is recorded, never the trial's end.
-    record.update(upload_trial_artifacts(trial, first, spec.train_config(params, seeds[0], threads),
-                                         data, val, call))
-    try:
-        _record(trial, call, record)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        detached = True
+    cfg0 = spec.train_config(params, seeds[0], threads)
+
+    def upload(to: optuna.Trial) -> dict[str, Any]:
+        return upload_trial_artifacts(to, first, cfg0, data, val, call)
+
+    if not detached:
+        try:
+            record.update(upload(trial))
+            _record(trial, call, record)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            detached = True  # its files go to the re-queued copy, if the worker keeps it there
     measured = {"val_removed": mean, "train_seconds": seconds}
     values = [measured[m] for m in spec.metrics]  # by name: the study's order, not ours
     return Outcome(TrialState.COMPLETE, values,
                    f"{mean:.2f} % {params} ({seconds:.1f} s per seed)", {**attrs, **record},
-                   detached)
+                   detached, upload if detached else None)
 
 
 def compact_curve(val: list[float], loss: list[float] | None) -> dict[str, list[Any]]:

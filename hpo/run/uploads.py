@@ -34,6 +34,7 @@ from hpo.results.artifacts import (
     storage_url_of,
 )
 from hpo.run import timing
+from hpo.store import optuna_api
 from hpo.store.attrs import MODEL_SCORE_ATTR
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig, Split
@@ -87,12 +88,15 @@ def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: 
         store_dir = resolve_dir(None, storage_url_of(trial.storage))
     if store_dir is None:
         return attrs
+    if trial.storage.get_trial(optuna_api.trial_id(trial)).state.is_finished():
+        # Declared dead meanwhile: Optuna would write each file, then refuse to record it.
+        raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} has finished")
     try:
         attrs.update(_upload_all(trial, result, train_cfg, data, split.raw, denoised, score,
                                  call, store_dir))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise  # declared dead meanwhile: the objective keeps the files for the re-queued copy
     except Exception as e:  # noqa: BLE001 - results first: any failure here is only recorded
-        # (also a trial declared dead meanwhile, whose uploads Optuna refuses: its result may
-        # still be kept on its re-queued copy)
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         attrs["artifact_error"] = reason
         _warn_once(f"upload:{type(e).__name__}", f"trial {trial.number}: artifacts not uploaded "

@@ -295,7 +295,8 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
     if state == TrialState.COMPLETE and outcome.values is not None:
         # Results first: a trained result is kept on the re-queued copy if nobody took it yet.
         values = outcome.values
-        copy_ = retry(lambda: adopt(study, storage, trial.number, values, outcome.attrs),
+        copy_ = retry(lambda: adopt(study, storage, trial.number, values, outcome.attrs,
+                                    outcome.upload),
                       "keep the result on the trial's re-queued copy", kind=timing.TELL)
         if copy_ is not None:
             log.warning("trial %d was declared dead by another process (no heartbeat within the "

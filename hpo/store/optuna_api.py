@@ -106,6 +106,11 @@ def lineage_origin(trial: optuna.Trial) -> int:
     return int(history[0]) if history and isinstance(history[0], int) else trial.number
 
 
+def live_trial(study: optuna.Study, tid: int) -> optuna.Trial:
+    """A Trial object for a RUNNING trial by id (to upload to it as its own worker would)."""
+    return optuna.trial.Trial(study, tid)
+
+
 def summary_id(summary: optuna.study.StudySummary | FrozenStudy) -> int:
     return summary._study_id
 

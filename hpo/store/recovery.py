@@ -23,6 +23,7 @@ import contextlib
 import copy
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,7 +232,8 @@ def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
 
 
 def adopt(study: optuna.Study, storage: optuna.storages.RDBStorage, number: int,
-          values: list[float], attrs: dict[str, Any]) -> int | None:
+          values: list[float], attrs: dict[str, Any],
+          upload: Callable[[optuna.Trial], dict[str, Any]] | None = None) -> int | None:
     """Keeps a finished attempt's result that storage refused because another process
     declared the trial dead (by its clock, or through a long outage) and re-queued its
     parameters: when that re-queued copy has not started yet, the result is recorded on it,
@@ -252,6 +254,8 @@ def adopt(study: optuna.Study, storage: optuna.storages.RDBStorage, number: int,
         for name, value in original.params.items():
             dist = original.distributions[name]
             st.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
+        if upload is not None:  # its picture and model file, while the copy runs
+            attrs = {**attrs, **upload(optuna_api.live_trial(study, tid))}
         for k, v in {**attrs, RETRY_OF_ATTR: number, ADOPTED_ATTR: number}.items():
             st.set_trial_user_attr(tid, k, v)
         st.set_trial_state_values(tid, TrialState.COMPLETE, values)
