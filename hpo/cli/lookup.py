@@ -43,7 +43,8 @@ def studies(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
         emit_json(rows)
         return
     table = Table(title_justify="left")
-    cols = ["name", "directions", "finished", "budget", "running", "failed", "best_value"]
+    cols = ["name", "directions", "finished", "budget", "running", "failed", "interrupted",
+            "best_value"]
     for c in cols:
         table.add_column(c)
     for r in rows:

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import HpoError
 from hpo.results.records import pareto_best, record, with_rescores
 from hpo.store import optuna_api, queries, stored
-from hpo.store.attrs import SPEC_ATTR
+from hpo.store.attrs import FAIL_REASON_ATTR, INTERRUPTED, SPEC_ATTR
 from hpo.store.studies import load
 
 STATES = {s.name.lower(): s for s in TrialState}
@@ -44,6 +44,7 @@ def open_study(name: str, storage: optuna.storages.BaseStorage
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     rdb = optuna_api.rdb_of(storage)
     counts = queries.state_counts_by_study(rdb) if rdb is not None else None
+    stopped = queries.interrupted_counts(rdb) if rdb is not None else {}
     extremes = queries.value_extremes(rdb) if rdb is not None else None
     out = []
     for s in storage.get_all_studies():
@@ -54,6 +55,10 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             try:
                 for t in storage.get_all_trials(optuna_api.summary_id(s), deepcopy=False):
                     n[t.state] += 1
+                    reason = t.user_attrs.get(FAIL_REASON_ATTR)
+                    if t.state == TrialState.FAIL and str(reason).startswith(INTERRUPTED):
+                        sid = optuna_api.summary_id(s)
+                        stopped[sid] = stopped.get(sid, 0) + 1
             except KeyError:
                 continue  # deleted by someone else while we were listing: not a study any more
         best = None
@@ -71,7 +76,8 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             "finished": n[TrialState.COMPLETE] + n[TrialState.PRUNED],
             "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED],
             "running": n[TrialState.RUNNING], "waiting": n[TrialState.WAITING],
-            "failed": n[TrialState.FAIL], "best_value": best,
+            "failed": n[TrialState.FAIL] - stopped.get(optuna_api.summary_id(s), 0),
+            "interrupted": stopped.get(optuna_api.summary_id(s), 0), "best_value": best,
             "hpo": SPEC_ATTR in s.user_attrs,
         })
     return out

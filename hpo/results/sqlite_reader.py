@@ -27,7 +27,7 @@ from typing import Any
 
 from hpo.results.records import pareto_best, record, with_rescores
 from hpo.store import stored
-from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
+from hpo.store.attrs import BUDGET_ATTR, FAIL_REASON_ATTR, INTERRUPTED, RESCORE_ATTR, SPEC_ATTR
 
 SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test compares
 # Only a plain file URL: options, escapes, `~`, white space or control characters are left to
@@ -111,6 +111,10 @@ def _studies(url: str) -> list[dict[str, Any]]:
         for sid, state, n in con.execute("SELECT study_id, state, count(*) FROM trials "
                                          "GROUP BY study_id, state"):
             counts.setdefault(sid, {})[state] = n
+        stopped = dict(con.execute(
+            "SELECT t.study_id, count(*) FROM trials t JOIN trial_user_attributes a ON "
+            "a.trial_id = t.trial_id WHERE t.state = 'FAIL' AND a.key = ? AND a.value_json "
+            "LIKE ? GROUP BY t.study_id", (FAIL_REASON_ATTR, f'"{INTERRUPTED}%')).fetchall())
         extremes: dict[int, list[float]] = {}
         for sid, vtype, lo, hi in con.execute(
                 "SELECT t.study_id, v.value_type, min(v.value), max(v.value) FROM trials t "
@@ -132,7 +136,8 @@ def _studies(url: str) -> list[dict[str, Any]]:
             "budget": stored.budget(name, a),
             "finished": n["COMPLETE"] + n["PRUNED"],
             "complete": n["COMPLETE"], "pruned": n["PRUNED"], "running": n["RUNNING"],
-            "waiting": n["WAITING"], "failed": n["FAIL"], "best_value": best,
+            "waiting": n["WAITING"], "failed": n["FAIL"] - stopped.get(sid, 0),
+            "interrupted": stopped.get(sid, 0), "best_value": best,
             "hpo": SPEC_ATTR in a,
         })
     return out

@@ -36,7 +36,7 @@ from hpo.run.retrying import STORAGE_ERRORS
 from hpo.run.retrying import retry as _retry
 from hpo.run.uploads import check_store
 from hpo.store import optuna_api
-from hpo.store.attrs import FAIL_REASON_ATTR
+from hpo.store.attrs import FAIL_REASON_ATTR, INTERRUPTED
 from hpo.store.engines import check_identity, file_identity, open_storage
 from hpo.store.heartbeat import note
 from hpo.store.recovery import adopt, fail_stale, requeue
@@ -265,7 +265,7 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
     except KeyboardInterrupt:
         # Failed and re-queued under the budget lock, for the reason fail_stale gives.
         with budget_lock(storage, study.study_name):
-            if _fail(study, trial, "interrupted (Ctrl-C or SIGTERM); its parameters were "
+            if _fail(study, trial, f"{INTERRUPTED} (Ctrl-C or SIGTERM); its parameters were "
                                    "re-queued"):
                 frozen = retry(lambda: optuna_api.storage_of(study).get_trial(
                     optuna_api.trial_id(trial)), "read the trial")

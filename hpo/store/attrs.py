@@ -20,6 +20,7 @@ SEEDS_ATTR = "seeds"  # the training seed of each repeat
 PER_SEED_ATTR = "val_removed_per_seed"  # each seed's validation score, as recorded
 MODEL_SCORE_ATTR = "model_val_removed"  # what the uploaded model file scores on validation
 FAIL_REASON_ATTR = "fail_reason"
+INTERRUPTED = "interrupted"  # how the fail_reason of a trial stopped by Ctrl-C or SIGTERM begins
 REASON_ATTR = "reason"  # why a trial was pruned or diverged
 HOST_ATTR = "host"
 PID_ATTR = "pid"

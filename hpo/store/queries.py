@@ -20,7 +20,13 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.store import optuna_api
-from hpo.store.attrs import ARTIFACT_PREFIX, DASHBOARD_PREFIX, dashboard_trial
+from hpo.store.attrs import (
+    ARTIFACT_PREFIX,
+    DASHBOARD_PREFIX,
+    FAIL_REASON_ATTR,
+    INTERRUPTED,
+    dashboard_trial,
+)
 
 # Optuna names every artifact by a uuid4; anything else in a key is not ours to touch.
 ARTIFACT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -51,6 +57,19 @@ def _readable(V: Any) -> Any:
     """A stored value Optuna can read back: an infinity by its type, or a finite number (a NULL
     finite value, which only damage or another tool leaves, is no value at all)."""
     return sa.or_(V.value_type != V.TrialValueType.FINITE, V.value.isnot(None))
+
+
+def interrupted_counts(rdb: optuna.storages.RDBStorage) -> dict[int, int]:
+    """Failed trials per study that were failed because their worker was interrupted (Ctrl-C,
+    SIGTERM): not failures of the trial, and re-queued at once."""
+    m = optuna_api.models()
+    T, A = m.TrialModel, m.TrialUserAttributeModel
+    query = (sa.select(T.study_id, sa.func.count()).join(A, A.trial_id == T.trial_id)
+             .where(T.state == TrialState.FAIL, A.key == FAIL_REASON_ATTR,
+                    A.value_json.like(f'"{INTERRUPTED}%'))
+             .group_by(T.study_id))
+    with rdb.engine.connect() as con:
+        return {sid: int(n) for sid, n in con.execute(query)}
 
 
 def heartbeat_ages(rdb: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:

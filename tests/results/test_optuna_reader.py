@@ -81,6 +81,9 @@ def test_studies_counts_match_a_full_load(storage_url: str,
                           (TrialState.PRUNED, None), (TrialState.FAIL, None),
                           (TrialState.WAITING, None)]:
         add(study, state, values)
+    # Stopped by Ctrl-C: failed and re-queued, shown as interrupted, not as a failure.
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={
+        "fail_reason": "interrupted (Ctrl-C or SIGTERM); its parameters were re-queued"}))
     lowest = f"{name}-min"
     other = optuna.create_study(study_name=lowest, storage=storage, direction="minimize")
     for v in (4.0, -math.inf, 2.0):
@@ -93,9 +96,9 @@ def test_studies_counts_match_a_full_load(storage_url: str,
         assert rows == {r["name"]: r for r in q.studies(storage) if r["name"] in rows}
         row = rows[name]
         assert {k: row[k] for k in ("finished", "complete", "pruned", "running", "waiting",
-                                    "failed", "best_value")} == {
+                                    "failed", "interrupted", "best_value")} == {
             "finished": 3, "complete": 2, "pruned": 1, "running": 1, "waiting": 1,
-            "failed": 1, "best_value": 5.0}
+            "failed": 1, "interrupted": 1, "best_value": 5.0}
     finally:
         optuna.delete_study(study_name=name, storage=storage)
         optuna.delete_study(study_name=lowest, storage=storage)
