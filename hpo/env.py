@@ -38,6 +38,8 @@ THREADS = Var("HPO_THREADS", "torch threads per process")
 CACHE_DIR = Var("HPO_CACHE_DIR", "cache directory of the classical baselines")
 PICTURES = Var("HPO_PICTURES", "which complete trials get a picture: top, all or none")
 SUPERVISOR = Var("HPO_SUPERVISOR_PID", "pid of the `hpo search` that started this worker")
+LAST_WORDS = Var("HPO_LAST_WORDS_FD", "descriptor of the pipe to the `hpo search` that started "
+                 "this worker")
 
 
 def raw(var: Var) -> str | None:
@@ -173,6 +175,11 @@ def supervisor_pid() -> int | None:
     return None if value is None else count(SUPERVISOR, 0, minimum=1, maximum=2**31)
 
 
+def last_words_fd() -> int | None:
+    value = raw(LAST_WORDS)
+    return None if value is None else count(LAST_WORDS, 0, minimum=3, maximum=2**20)
+
+
 def check_all() -> None:
     """Parses every variable hpo reads, so that a bad one stops any command at once with its
     one line, rather than a worker later (the CLI calls this before each command)."""
@@ -182,3 +189,4 @@ def check_all() -> None:
     threads()
     pictures()
     supervisor_pid()
+    last_words_fd()

@@ -29,6 +29,7 @@ from hpo.cli.common import (
     warn,
 )
 from hpo.env import resolve_url
+from hpo.errors import HpoError, first_line
 from hpo.results.optuna_reader import best_trials, trial_record
 from hpo.results.records import trials_table
 from hpo.run.supervisor import check_logs, log_dir, supervise
@@ -156,12 +157,18 @@ def worker(
     """Join an existing study from any machine; stop when its budget is reached."""
     import logging
 
+    from hpo.run import lastwords
     from hpo.run.worker import STOP, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    lastwords.install(worker_index)  # its warnings reach `hpo search` even on a full disk
     try:
         s = run_worker(resolve_url(storage), study, worker_index=worker_index,
                        threads=threads_or_env(threads))
+    except Exception as e:
+        lastwords.say_final(first_line(e) if isinstance(e, HpoError) else
+                            f"{type(e).__name__}: {first_line(e)}")
+        raise
     except KeyboardInterrupt:
         err.print("worker interrupted; " + (
             f"its running trial {STOP.requeued} was failed and its parameters re-queued"

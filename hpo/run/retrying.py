@@ -16,7 +16,7 @@ import optuna
 import sqlalchemy
 
 from hpo import env
-from hpo.errors import WorkerError
+from hpo.errors import WorkerError, first_line
 from hpo.run import timing
 
 log = logging.getLogger("hpo.worker")
@@ -43,8 +43,17 @@ def _retry(fn: Callable[[], T], what: str, patience: float | None,
             if stop_requested():  # asked to stop: don't sit out an outage first
                 raise KeyboardInterrupt from e
             if time.monotonic() > deadline:
-                raise WorkerError(f"storage unreachable for {patience:.0f} s while trying to "
-                                  f"{what}; giving up") from e
-            log.warning("storage error while trying to %s; retrying in %.1f s", what, delay)
+                raise WorkerError(f"the storage failed for {patience:.0f} s while trying to "
+                                  f"{what} ({cause(e)}); giving up") from e
+            log.warning("storage error while trying to %s (%s); retrying in %.1f s", what,
+                        cause(e), delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def cause(e: BaseException) -> str:
+    """The database's own reason ("database or disk is full"), under Optuna's wrapper ("An
+    exception is raised during the commit...") and SQLAlchemy's."""
+    while e.__cause__ is not None and getattr(e, "orig", None) is None:
+        e = e.__cause__
+    return first_line(e)

@@ -29,9 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo import env
 from hpo.env import DEFAULT_DIR
-from hpo.errors import HpoError, first_line
-from hpo.run import warmpool
-from hpo.run.retrying import STORAGE_ERRORS, retry
+from hpo.errors import HpoError
+from hpo.run import lastwords, warmpool
+from hpo.run.retrying import STORAGE_ERRORS, cause, retry
 from hpo.store import optuna_api
 from hpo.store.engines import check_identity, file_identity
 from hpo.store.recovery import fail_stale
@@ -93,7 +93,7 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
         raise HpoError(f"cannot create the log directory {logs} ({e.strerror}); make it "
                        "writable or point --storage elsewhere") from e
     environ = {**os.environ, env.STORAGE.name: url, "PYTHONUNBUFFERED": "1",
-               env.SUPERVISOR.name: str(os.getpid())}
+               env.SUPERVISOR.name: str(os.getpid()), **lastwords.child_env()}
     if timeout is not None:
         environ[env.DEADLINE.name] = str(time.time() + timeout)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -108,7 +108,8 @@ def start_workers(url: str, study_name: str, n: int, threads: int, logs: Path,
                 p = warmpool.take(worker_args(study_name, i, threads), environ, str(log)) or \
                     subprocess.Popen(worker_command(study_name, i, threads), env=environ,
                                      stdout=f, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     pass_fds=(lastwords.open_pipe(),))
             procs.append((p, log))
     finally:
         warmpool.discard()  # any left over (fewer workers than prestarted) hold memory for nothing
@@ -180,9 +181,10 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
             return False
         return True
 
+    said = lastwords.Reader()  # the workers' warnings, also when their logs cannot be written
     try:
         procs = start_workers(url, study.study_name, workers, threads, log_dir, timeout)
-        _watch(study, procs, signals, console, c, still_there)
+        _watch(study, procs, signals, console, c, still_there, said)
         for p, _ in procs:
             p.wait()
     finally:
@@ -199,7 +201,7 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
     stopped = {0, 130} | ({-signal.SIGINT, -signal.SIGKILL} if interrupted else set())
     errors = []
     for i, (p, log) in enumerate(procs):
-        last = _last_line(log)
+        last = said.final.get(str(i)) or _last_line(log)
         if p.returncode not in stopped and not (interrupted and last == "KeyboardInterrupt"):
             errors.append(f"worker {i} exited with {p.returncode}: {last}")
     c = retry(lambda: counts(study), "count the trials")
@@ -217,14 +219,14 @@ def _recover(study: optuna.Study) -> tuple[list[int], str | None]:
         report = fail_stale(study, rdb, by="`hpo search`, after its workers exited")
     except (*STORAGE_ERRORS, HpoError) as e:
         return [], (f"trials its workers left RUNNING could not be failed and re-queued "
-                    f"({first_line(e)}); run `hpo fail-stale {study.study_name}` when the "
+                    f"({cause(e)}); run `hpo fail-stale {study.study_name}` when the "
                     "storage is writable again")
     return [n for n, _ in report.failed], None
 
 
 def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]],
            signals: _Signals, console: Console, c: Counts,
-           still_there: Callable[[], bool]) -> None:
+           still_there: Callable[[], bool], said: lastwords.Reader) -> None:
     """Shows progress until every worker has exited; forwards the first Ctrl-C to the workers
     (each fails and re-queues its running trial) and kills them on the second. A database
     file that vanished or was replaced stops the workers as a Ctrl-C would."""
@@ -246,6 +248,8 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
                 _send(procs, signal.SIGKILL)
                 killed = True
             alive = [p for p, _ in procs if p.poll() is None]
+            for line in said.read():
+                progress.console.print(escape(line), highlight=False)
             if tick % 4 == 0 and not asked and not still_there():
                 progress.console.print("the database file is gone or replaced: stopping the "
                                        "workers...")

@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 
+from hpo.run import lastwords
+
 ORDER_LIMIT = 1 << 20  # one JSON line: arguments, environment, log path
 
 
@@ -36,14 +38,15 @@ class Pool:
 
     def __init__(self, n: int) -> None:
         self.idle: list[subprocess.Popen[bytes]] = []
-        environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1", **lastwords.child_env()}
         for _ in range(n):
             # Its output until the order; closed here once the child holds its own descriptor.
             with tempfile.TemporaryFile(prefix="hpo-warm-") as early:
                 try:
                     self.idle.append(subprocess.Popen(
                         [sys.executable, "-m", "hpo.warm"], stdin=subprocess.PIPE,
-                        stdout=early, stderr=early, env=environ, start_new_session=True))
+                        stdout=early, stderr=early, env=environ, start_new_session=True,
+                        pass_fds=(lastwords.open_pipe(),)))
                 except OSError:
                     break  # no processes left to start: the workers start the usual way
 

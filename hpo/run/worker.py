@@ -286,9 +286,13 @@ def _run_one(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: Any
         _fail(study, trial, f"{type(e).__name__}: {e}")
         return TrialState.FAIL
     state = outcome.state
-    told = retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE
-                                    else None, state=state, skip_if_finished=True),
-                 "record the trial's result", kind=timing.TELL)
+    try:
+        told = retry(lambda: study.tell(trial, outcome.values if state == TrialState.COMPLETE
+                                        else None, state=state, skip_if_finished=True),
+                     "record the trial's result", kind=timing.TELL)
+    except WorkerError as e:  # results first: a result that is lost is said to be lost
+        raise WorkerError(f"trial {trial.number} ({state.name.lower()}: {outcome.summary}) "
+                          f"is not stored: {e}") from e
     if told.state == state and not outcome.detached:
         log.info("trial %d %s: %s", trial.number, state.name.lower(), outcome.summary)
         return state

@@ -101,7 +101,7 @@ def test_retry_gives_up_with_one_line_after_its_patience(monkeypatch: pytest.Mon
         calls.append(1)
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server gone"))
 
-    with pytest.raises(WorkerError, match="storage unreachable for 1 s while trying to count"):
+    with pytest.raises(WorkerError, match="storage failed for 1 s while trying to count"):
         hpo.run.worker.retry(down, "count", patience=1.0)
     assert len(calls) >= 2  # it did retry before giving up
     hpo.run.worker.STOP.reset()

@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -600,3 +600,72 @@ def test_a_replaced_database_keeps_no_log_of_the_old_one(
     with contextlib.closing(sqlite3.connect(db)) as a, contextlib.closing(
             sqlite3.connect(backup)) as b:
         assert list(a.iterdump()) == list(b.iterdump())
+
+
+# --- 7. the storage's disk fills up during a search --------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 40 MB file system of its own (a tmpfs; root only), unmounted afterwards."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({e}); needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Writes zeros into folder/filler until the file system refuses (ENOSPC)."""
+    filler = folder / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as f:
+        while True:
+            f.write(bytes(1 << 20))
+            f.flush()
+    return filler
+
+
+def test_a_full_disk_loses_no_stored_result_and_says_why_where_it_can_be_read(
+        study_file: Callable[..., Path], small_disk: Path, tmp_path: Path) -> None:
+    """The database, the worker logs and the artifacts share a disk that fills up mid-search.
+    The workers' logs cannot take their last words, so the reason reaches the search's own
+    output through its pipe; the search ends non-zero and counts only what is stored; every
+    result stored before the fill is still there; once space is freed, `hpo fail-stale` leaves
+    no trial RUNNING."""
+    path = study_file(**{**SECONDS_STUDY, "trials": 30})
+    name, db = name_of(path), small_disk / "hpo.db"
+    url = f"sqlite:///{db}"
+    env = hpo_env(HPO_STORAGE_RETRY_SECONDS="3")
+    with running_search(path, tmp_path, "--workers", "2", url=url, env=env) as search:
+        wait_until(lambda: finished(peek_trials(url, name)) >= 1 and mid_trial(
+            url, name, 0.2, 30.0), 180, "a finished trial and one training")
+        before = {t.number: t.values for t in by_state(read_trials(url, name), *FINISHED)}
+        filler = fill(small_disk)
+        assert search.wait(180) != 0
+    said = search.stdout + search.stderr
+    assert "Traceback" not in said, said[-3000:]
+    assert "database or disk is full" in said, said[-3000:]  # the logs could not take it
+    trials = read_trials(url, name)
+    after = {t.number: t.values for t in by_state(trials, *FINISHED)}
+    assert after.items() >= before.items()  # nothing stored was lost
+    # The count it printed is what is stored, never more.
+    assert f"{len(after)}/30 trials finished" in search.stdout, search.stdout[-2000:]
+    left = by_state(trials, TrialState.RUNNING)
+    if left:  # the disk was still full when its workers died: it says so, with the fix
+        assert "could not be failed and re-queued (database or disk is full)" in said
+        assert f"hpo fail-stale {name}" in said
+    print(f"full disk: {len(before)} finished before the fill, {len(after)} stored at the end, "
+          f"{len(left)} left RUNNING until space was freed")
+    filler.unlink()
+    r = subprocess.run([sys.executable, "-m", "hpo", "fail-stale", name, "--storage", url],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    trials = read_trials(url, name)
+    assert by_state(trials, TrialState.RUNNING) == []
+    assert {t.number: t.values for t in by_state(trials, *FINISHED)} == after
