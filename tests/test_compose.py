@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -206,9 +205,9 @@ def test_image_defaults_to_cpu_torch_and_ignores_local_state() -> None:
     assert not re.search(r"^ENTRYPOINT", dockerfile, re.MULTILINE)
 
 
-def parse_with_cli(cmd: list[str], where: str) -> None:
+def parse_with_cli(cmd: list[str], where: str) -> dict[str, Any]:
     """Parses `hpo ...` with the CLI's own click command, as running it would, but runs nothing:
-    an unknown command, flag or extra argument raises."""
+    an unknown command, flag or extra argument raises. Returns the parsed parameters."""
     from hpo.cli import app
 
     cli = typer.main.get_command(app)
@@ -217,7 +216,7 @@ def parse_with_cli(cmd: list[str], where: str) -> None:
     ctx = cli.make_context("hpo", cmd[1:])
     sub = cli.get_command(ctx, cmd[1])
     assert sub is not None, f"{where}: `hpo {cmd[1]}` is not a command of the CLI"
-    sub.make_context(cmd[1], cmd[2:], parent=ctx)
+    return sub.make_context(cmd[1], cmd[2:], parent=ctx).params
 
 
 def test_every_command_parses_with_the_cli() -> None:
@@ -225,34 +224,6 @@ def test_every_command_parses_with_the_cli() -> None:
     renamed command or flag fails here even where PostgreSQL is absent."""
     for name in HPO_SERVICES:
         parse_with_cli(command(load_compose()["services"][name]), f"service {name}")
-
-
-def expand_k8s(arg: str, env: Mapping[str, str]) -> str:
-    return re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], arg)
-
-
-def test_kubernetes_example_commands_parse_with_the_cli() -> None:
-    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s-job.yaml").read_text()))
-    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
-    assert jobs["hpo-workers"]["spec"]["parallelism"] > 1
-    assert "completions" not in jobs["hpo-workers"]["spec"], "workers end the Job themselves"
-    found = 0
-    for job in jobs.values():
-        pod = job["spec"]["template"]["spec"]
-        for c in pod.get("initContainers", []) + pod["containers"]:
-            env = {e["name"]: e.get("value", "<secret>") for e in c.get("env", [])}
-            assert "HPO_STORAGE" in env, f"{c['name']}: no storage URL"
-            # Kubernetes expands $(VAR) in commands; the shell expands "$VAR" in scripts.
-            args = [expand_k8s(a, env) for a in c["command"]]
-            if args[:2] == ["sh", "-c"]:
-                script = args[2].replace('"$HPO_STUDY_NAME"', env["HPO_STUDY_NAME"])
-                cmds = [shlex.split(m) for m in re.findall(r"\bhpo [^;&|>]+", script)]
-            else:
-                cmds = [args]
-            for cmd in cmds:
-                parse_with_cli(cmd, f"k8s container {c['name']}")
-                found += 1
-    assert found == 3  # create, the wait for the study, the worker
 
 
 # --- the full run ---------------------------------------------------------------------------

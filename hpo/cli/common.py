@@ -207,8 +207,23 @@ StorageOpt = Annotated[str | None, typer.Option(
     "--storage", envvar=env.STORAGE.name, show_envvar=True, callback=_text,
     help="Database URL (sqlite:///..., postgresql://..., mysql://...). "
          "Default: sqlite file storage/hpo.db under the current directory.")]
-StudyArg = Annotated[str, typer.Argument(help="Name of a study in the storage.", callback=_text,
-                                         metavar="STUDY")]
+def _study(value: str) -> str:
+    """A study's name, or a study file (an existing `*.toml`) that names it: deployments and
+    scripts then name a study in one place, the file `hpo create` read."""
+    _text(value)
+    if not value.endswith(".toml"):
+        return value
+    if not os.path.isfile(value):
+        raise typer.BadParameter(f"no study file {value} here (a STUDY ending in .toml names "
+                                 "a study file); check the path, or give the study's name")
+    from hpo.study.parse import load_study_file  # only then: `hpo best NAME` stays light
+
+    return load_study_file(value).name
+
+
+StudyArg = Annotated[str, typer.Argument(
+    help="Name of a study in the storage, or the study file (*.toml) that names it.",
+    callback=_study, metavar="STUDY")]
 # metavar "": a flag takes no value, so its help shows none (typer would print <bool>).
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a "
                                                                   "table or text.")]

@@ -81,3 +81,26 @@ def test_errors_and_tables_print_names_as_typed(capsys: Any) -> None:
         not in captured.err
     for name in (":smile:", "[red]x[/red]", "[bold]"):
         assert name in captured.out
+
+
+def test_a_study_file_names_its_study_wherever_a_study_name_goes(tmp_path: Any) -> None:
+    """`hpo best studies/x.toml` is `hpo best x`: deployments name a study once, by its file.
+    A STUDY ending in .toml that is no file is refused in one line, not looked up as a name."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    root = Path(__file__).resolve().parents[2]
+    db = tmp_path / "hpo.db"
+    shutil.copy(root / "tests/fixtures/before-packages/hpo.db", db)
+    url = f"sqlite:///{db}"
+    runner = CliRunner()
+    by_name = runner.invoke(app, ["best", "smoke", "--json", "--storage", url])
+    by_file = runner.invoke(app, ["best", str(root / "studies/smoke.toml"), "--json",
+                                  "--storage", url])
+    assert by_name.exit_code == 0 and '"number": 0' in by_name.output
+    assert by_file.exit_code == 0 and by_file.output == by_name.output
+    missing = runner.invoke(app, ["best", str(tmp_path / "gone.toml"), "--storage", url])
+    assert missing.exit_code == 2
+    assert "no study file" in missing.output and "gone.toml" in missing.output
