@@ -122,9 +122,7 @@ def run_trial(spec: StudySpec, trial: optuna.Trial, *, threads: int, host: str,
     attrs: dict[str, Any] = {
         SEEDS_ATTR: seeds, HOST_ATTR: host.rsplit(":", 1)[0], PID_ATTR: os.getpid(),
         "torch": str(torch.__version__), "device": str(resolve_device("auto")),
-        "threads": threads,
-        "steps": "intermediate values are reported at 10, 20, ..., 100 percent of this trial's "
-                 "own schedule (the dashboard's 'Step'), not at epoch numbers",
+        "threads": threads,  # what the dashboard's 'Step' means is said once, in the study note
     }
     set_user_attrs(trial, attrs, call, "record the trial's setup")
 

@@ -1,15 +1,26 @@
 """The study's note in optuna-dashboard: what is being tuned and what the numbers mean.
 
 Written once, when a study is created, so that whoever opens the dashboard sees the task, the
-data protocol of this study and the numbers a trial should be compared with (the report's
-hand-tuned table and classical baselines on this study's own validation and test curves) without
-leaving the page.
+data protocol of this study, its settings and the numbers a trial should be compared with (the
+report's hand-tuned table and classical baselines on this study's own validation and test
+curves) without leaving the page.
+
+The note is what a person reads: optuna-dashboard shows the study's user attrs (`hpo:spec`, the
+same settings as JSON for programs) as raw JSON, stored values with every digit, and labels two
+of its plots "Objective Value" whatever the study's metric names. So the note lists the settings
+in a table, shows every number rounded (`shown`), keeps its tables to short cells, and ends with
+a key to the dashboard's own labels. The stored attrs keep their formats: only this text is
+written to be read.
 """
 
 from __future__ import annotations
 
-from hpo.study.spec import METRIC_LABELS, StudySpec
+from collections.abc import Mapping
+from typing import Any
+
+from hpo.study.spec import METRIC_LABELS, TUNABLE, StudySpec
 from hpo.task.baselines import Baseline, compute_baselines
+from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig
 from hpo.task.datafile import FileData
 from hpo.task.source import noise_source
@@ -22,16 +33,40 @@ REPORT_TABLE: tuple[tuple[str, int, int, int, float], ...] = (
     ("larger hidden", 60, 10, 100, 57.76),
     ("smaller shift", 40, 3, 100, 56.64),
 )
+MAX_POINTS = 20  # listed points of a `points` study; the rest are counted
+SIGNIFICANT = 4  # digits of a float shown in the note (0.00123, 56.93)
+
+
+def shown(v: Any) -> str:
+    """A setting's value for reading: floats to SIGNIFICANT digits (never 0.30000000000000004),
+    booleans as yes/no, lists joined; every other value as it prints."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{SIGNIFICANT}g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(map(shown, v))
+    return str(v)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _options(kind: str, options: Mapping[str, Any]) -> str:
+    opts = ", ".join(f"{k} {shown(v)}" for k, v in options.items())
+    return f"{kind}: {opts}" if opts else kind
 
 
 def _space(spec: StudySpec) -> str:
     rows = []
     for p in spec.space:
         if p.type == "categorical":
-            rows.append(f"| {p.name} | one of {', '.join(map(str, p.choices))} |")
+            rows.append(f"| {p.name} | one of {_cell(shown(list(p.choices)))} |")
         else:
-            extra = " (log)" if p.log else (f" (step {p.step:g})" if p.step else "")
-            rows.append(f"| {p.name} | {p.low:g} to {p.high:g}{extra} |")
+            extra = " (log)" if p.log else (f" (step {shown(p.step)})" if p.step else "")
+            rows.append(f"| {p.name} | {shown(p.low)} to {shown(p.high)}{extra} |")
     return "\n".join(["| parameter | range |", "|---|---|", *rows]) if rows else "(no space)"
 
 
@@ -76,15 +111,13 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
                  _file_reference(spec, bs))
     objective = " and ".join(f"{spec.directions[i]} `{m}` ({METRIC_LABELS[m]})"
                              for i, m in enumerate(spec.metrics))
+    fixed = _fixed_training(spec)
     return f"""# {spec.name}
 
 {spec.description or "An hpo study of the LSTM noise-removal task."}
 
 - **Objective**: {objective}.
-- **Intermediate values**: the dashboard's "Step" axis is the **percent of each trial's own
-  schedule** (10, 20, ..., 100), not an epoch number: trials of different lengths compare at equal
-  progress. Each trial's learning curve is in its picture, its `learning_curve` attr (21 points)
-  and its `-curves.json` artifact (every epoch).
+- **Intermediate values**: {_steps(spec)}
 
 **Score**: percent of noise removed, `100 * (1 - sum|clean - output| / sum|clean - noisy|)`
 (0 when negative), over every point of every validation curve; objective: {objective};
@@ -92,18 +125,106 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
 
 ## Protocol
 - Model: two stacked LSTMs (1 -> H -> H) and a linear head; the first LSTM looks `shift` steps
-  ahead. Adam (lr 0.01 unless searched), cosine annealing over the run's epochs, MSE against the
-  clean curve, batches of 10 curves in order.
+  ahead. Adam (lr {fixed.get("lr", "searched")}), cosine annealing over the run's epochs, MSE
+  against the clean curve, {_batches(fixed)} in order.
 {data}
 
 ## Search space
 {_space(spec)}
+
+## Settings
+{_settings(spec, fixed)}
 
 {reference}
 ## Artifacts
 Each complete trial carries a picture (three validation curves: clean, noisy, denoised; and its
 learning curve) and its model file. `hpo export {spec.name} --out model.pt` downloads the best
 model; `hpo denoise --model model.pt ...` uses it.
+
+{_reading(spec)}"""
+
+
+def _batches(fixed: Mapping[str, str]) -> str:
+    size = fixed.get("batch_size")
+    return f"batches of {size} curves" if size is not None else "batches of a searched size"
+
+
+def _reports(spec: StudySpec) -> bool:
+    """Whether trials report intermediate values: validation scores, only when that is the one
+    objective (hpo.run.objective)."""
+    return spec.metrics == ("val_removed",)
+
+
+def _steps(spec: StudySpec) -> str:
+    if not _reports(spec):
+        return ("none: they are validation scores, reported only when that is the study's one "
+                "objective. Each trial's learning curve is in its picture, its `learning_curve` "
+                "attr (21 points) and its `-curves.json` artifact (every epoch).")
+    return """validation scores at the dashboard's "Step", which is the **percent of each
+  trial's own schedule** (10, 20, ..., 100), not an epoch number: trials of different lengths
+  compare at equal progress. Each trial's learning curve is in its picture, its `learning_curve`
+  attr (21 points) and its `-curves.json` artifact (every epoch)."""
+
+
+def _fixed_training(spec: StudySpec) -> dict[str, str]:
+    """Each training setting no trial searches, as shown: the study file's or hpo's default."""
+    searched = {p.name for p in spec.space}
+    defaults = TrainConfig()
+    return {k: shown(spec.train.get(k, getattr(defaults, k))) for k in TUNABLE
+            if k not in searched and hasattr(defaults, k)}
+
+
+def _settings(spec: StudySpec, fixed: Mapping[str, str]) -> str:
+    """The rest of the stored definition (`hpo:spec`), one short row each."""
+    training = ", ".join(f"{k} {v}" + (" (study file)" if k in spec.train else "")
+                         for k, v in fixed.items())
+    rows = [
+        ("budget", f"{spec.trials} finished trials at creation (now: `hpo:budget`)"),
+        ("seeds", f"study seed {spec.seed}; {spec.repeats} training seed(s) per trial"),
+        ("sampler", _options(spec.sampler.kind, spec.sampler.options)
+         + (f", {len(spec.sampler.points)} point(s), listed below" if spec.sampler.points
+            else "")),
+        ("pruner", _options(spec.pruner.kind, spec.pruner.options)
+         + (" (steps are percent of each trial's schedule)" if spec.pruner.active else "")),
+        ("fixed training", training or "none: all searched"),
+    ]
+    lines = ["| setting | value |", "|---|---|",
+             *(f"| {k} | {_cell(v)} |" for k, v in rows)]
+    if spec.sampler.points:
+        names = list(dict.fromkeys(k for pt in spec.sampler.points for k in pt))
+        shown_points = spec.sampler.points[:MAX_POINTS]
+        lines += ["", "| point | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names),
+                  *(f"| {i} | " + " | ".join(_cell(shown(pt.get(n, ""))) for n in names) + " |"
+                    for i, pt in enumerate(shown_points))]
+        if len(spec.sampler.points) > MAX_POINTS:
+            lines.append(f"\n... and {len(spec.sampler.points) - MAX_POINTS} more points.")
+    return "\n".join(lines)
+
+
+def _reading(spec: StudySpec) -> str:
+    """What optuna-dashboard's own labels and formats mean for this study."""
+    labels = [METRIC_LABELS[m] for m in spec.metrics]
+    if len(labels) == 1:
+        plots = 'slice and "Intermediate values" plots label their axis' if _reports(spec) \
+            else "slice plot labels its axis"
+        objective_value = (f'The {plots} "Objective Value" (optuna-dashboard\'s fixed label): '
+                           f"it is **{labels[0]}**, as History names it.")
+    else:
+        objective_value = ('The slice plot labels its axis "Objective Value" '
+                           "(optuna-dashboard's fixed label): it is the objective picked in its "
+                           f"menu, **{labels[0]}** or **{labels[1]}**.")
+    return f"""## Reading the dashboard
+- {objective_value}
+- Values are shown as stored, with every digit the computation gave: read them to two
+  decimals (`hpo best {spec.name}` prints them so). One configuration's runs vary by about 2
+  points; the digits past the second decimal mean nothing.
+- Study user attributes: `hpo:spec` is this note's settings as JSON (for programs),
+  `hpo:budget` the current budget, `hpo:summary` the study in one line, `hpo:heartbeat` how
+  often workers show they are alive; `hpo:rescored` and `hpo:evaluation`, once there, hold
+  what `hpo rescore` and `hpo evaluate` measured.
+- Trial user attributes: `model_val_removed` is what the trial's model file scores on
+  validation; `learning_curve` is its curve as JSON (its picture draws it).
 """
 
 

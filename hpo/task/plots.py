@@ -17,6 +17,11 @@ import numpy as np
 # The same validation curves in every trial's picture, so that pictures compare side by side.
 CURVES = (0, 1, 2)
 COLORS = {"clean": "#2b7bba", "noisy": "#9a9a9a", "denoised": "#d9480f", "loss": "#6b4fbb"}
+# The learning curve's axis names the objective with its unit, in the words the dashboard uses
+# for it (hpo.study.spec.METRIC_LABELS["val_removed"], the study's metric name; a test keeps
+# the two equal: this package sits below hpo.study and cannot import it).
+VAL_LABEL = "% noise removed on validation"
+LOSS_LABEL = "training MSE (log10)"
 
 
 def trial_png(
@@ -57,7 +62,7 @@ def trial_png(
     epochs = np.arange(1, len(val_curve) + 1)
     ax.plot(epochs, val_curve, color=COLORS["denoised"], lw=1.5)
     ax.set_xlabel("epoch", fontsize=8)
-    ax.set_ylabel("validation % removed", fontsize=8, color=COLORS["denoised"])
+    ax.set_ylabel(VAL_LABEL, fontsize=8, color=COLORS["denoised"])
     ax.tick_params(labelsize=7)
     # log10 of the loss on a plain axis: a log-scale axis labels a narrow range with unreadable
     # minor ticks, and short runs have narrow ranges.
@@ -66,7 +71,7 @@ def trial_png(
     if any(not math.isnan(v) for v in logs):
         twin = ax.twinx()
         twin.plot(np.arange(1, len(logs) + 1), logs, color=COLORS["loss"], lw=1.0, alpha=0.8)
-        twin.set_ylabel("log10 training MSE", fontsize=8, color=COLORS["loss"])
+        twin.set_ylabel(LOSS_LABEL, fontsize=8, color=COLORS["loss"])
         twin.tick_params(labelsize=7)
     ax.set_title("learning curve", fontsize=9)
     buf = io.BytesIO()

@@ -1,6 +1,8 @@
 """`hpo dashboard`: the JSON API in-process and over a live loopback server, downloads of
-artifacts, WAL (readers and workers never wait for each other), and a headless Chromium that
-must show the study and a trial's picture to a person.
+artifacts, WAL (readers and workers never wait for each other), what the study sets for a person
+to read (the objective's name, a note with the settings rounded and narrow, pictures whose axes
+name the objective), and a headless Chromium that must show the study, its note, the objective's
+name on History and a trial's picture to a person.
 
 Chromium is driven over the DevTools protocol through a pipe (--remote-debugging-pipe: fd 3 in,
 fd 4 out, NUL-separated JSON), so no browser download and no websocket package are needed.
@@ -13,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -38,11 +41,14 @@ from hpo.results.dashboard import journal_mode, make_app
 from hpo.run import objective
 from hpo.store.engines import open_storage
 from hpo.store.studies import create_study, load, make_sampler
+from hpo.study.note import study_note
 from hpo.study.parse import load_study_file
+from hpo.study.spec import METRIC_LABELS
 from hpo.task.modelfile import load_model
+from hpo.task.plots import VAL_LABEL, trial_png
 
 NAME = "dash_study"
-STUDY = {
+STUDY: dict[str, Any] = {
     "name": NAME, "trials": 2, "seed": 0,
     "sampler": {"type": "points", "points": [{"hidden_size": 8, "shift": 2, "epochs": 15},
                                              {"hidden_size": 6, "shift": 3, "epochs": 10}]},
@@ -95,7 +101,10 @@ def check_api(get: Any, site: dict[str, Any], tmp: Path) -> None:
     studies = json.loads(get("/api/studies"))["study_summaries"]
     sid = next(s["study_id"] for s in studies if s["study_name"] == NAME)
     detail = json.loads(get(f"/api/studies/{sid}"))
-    assert "Reference numbers" in detail["note"]["body"]
+    # Optuna's metric names, stored with the study: the dashboard names the objective with them
+    # (History's axis, every objective menu).
+    assert detail["objective_names"] == [METRIC_LABELS["val_removed"]]
+    check_note(detail["note"]["body"])
     trials = {t["number"]: t for t in detail["trials"]}
     assert sorted(trials) == [0, 1] and all(t["state"] == "Complete" for t in trials.values())
     for n, t in trials.items():
@@ -114,6 +123,92 @@ def check_api(get: Any, site: dict[str, Any], tmp: Path) -> None:
             site["study"].trials[n].user_attrs["model_val_removed"], abs=1e-4)
 
 
+NUMBER = re.compile(r"\d+\.\d+(?:e[-+]?\d+)?")
+
+
+def unrounded(text: str) -> list[str]:
+    """Numbers shown with more than 5 significant digits, like the 56.92992523719329 a person
+    saw: 58.51 % and 0.0001235 are rounded, 56.92992 is not."""
+    return [n for n in NUMBER.findall(text)
+            if len(n.split("e")[0].replace(".", "").lstrip("0")) > 5]
+
+
+TABLE_ROW_MAX = 120  # characters of a markdown table row: the note's tables stay narrow
+
+
+def check_note(body: str) -> None:
+    """The stored study note of STUDY: its settings (what `hpo:spec` holds as JSON) readable,
+    rounded, in narrow tables, and the key to the dashboard's own labels."""
+    assert body.startswith(f"# {NAME}\n") and "Reference numbers" in body
+    for needle in ("## Settings", "| budget | 2 finished trials at creation (now: `hpo:budget`) |",
+                   "| seeds | study seed 0; 1 training seed(s) per trial |",
+                   "| sampler | points, 2 point(s), listed below |", "| pruner | none |",
+                   "lr 0.05 (study file)", "Adam (lr 0.05)",
+                   "| point | hidden_size | shift | epochs |", "| 0 | 8 | 2 | 15 |",
+                   "| 1 | 6 | 3 | 10 |", "| hidden_size | 4 to 12 |",
+                   "## Reading the dashboard", '"Objective Value"',
+                   f"**{METRIC_LABELS['val_removed']}**", "`hpo:spec`", f"`hpo best {NAME}`"):
+        assert needle in body, needle
+    assert not unrounded(body), unrounded(body)
+    wide = [line for line in body.splitlines()
+            if line.startswith("|") and len(line) > TABLE_ROW_MAX]
+    assert not wide, wide
+
+
+def test_the_note_rounds_every_setting_for_reading(tmp_path: Path) -> None:
+    """Floats as a study file may spell them (0.1 + 0.2, a log range's ends) reach the note to 4
+    significant digits; the definition stored for programs keeps them exactly."""
+    study = {**STUDY, "name": "rounded", "sampler": {"type": "random"},
+             "pruner": {"type": "median", "n_startup_trials": 2},
+             "train": {"lr": 0.1 + 0.2},
+             "space": {**STUDY["space"],
+                       "weight_decay": {"type": "float", "low": 1.23456789e-6,
+                                        "high": 0.000123456789, "log": True},
+                       "grad_clip": {"type": "categorical", "choices": [0.5, 1.0 / 3]}}}
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(study))
+    spec = load_study_file(tmp_path / "s.toml")
+    body = study_note(spec, baselines=())
+    for needle in ("lr 0.3 (study file)", "Adam (lr 0.3)", "| weight_decay | 1.235e-06 to "
+                   "0.0001235 (log) |", "| grad_clip | one of 0.5, 0.3333 |",
+                   "| sampler | random |",
+                   "| pruner | median: n_startup_trials 2 (steps are percent of each trial's "
+                   "schedule) |", "fixed training | batch_size 10, lr 0.3 (study file) |"):
+        assert needle in body, needle
+    assert not unrounded(body), unrounded(body)
+    assert spec.to_dict()["train"]["lr"] == 0.1 + 0.2  # what hpo:spec stores: unrounded
+
+
+def test_a_two_objective_note_names_both_and_no_intermediate_values(tmp_path: Path) -> None:
+    study = {**STUDY, "name": "two", "objective": {"metric": "val_removed",
+                                                   "second": "train_seconds"}}
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(study))
+    body = study_note(load_study_file(tmp_path / "s.toml"), baselines=())
+    assert "- **Intermediate values**: none: they are validation scores" in body
+    assert (f"**{METRIC_LABELS['val_removed']}** or **{METRIC_LABELS['train_seconds']}**"
+            in body)
+
+
+def test_the_trial_picture_names_the_objective_on_its_axis(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uploaded picture's learning curve is labelled with the objective's name and unit,
+    the words the dashboard uses for it (the study's metric name)."""
+    from matplotlib.axes import Axes
+
+    assert METRIC_LABELS["val_removed"] == VAL_LABEL
+    labels: list[str] = []
+    real = Axes.set_ylabel
+
+    def spy(self: Axes, label: str, *args: Any, **kwargs: Any) -> Any:
+        labels.append(label)
+        return real(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_ylabel", spy)
+    x = np.linspace(0, 5, 20)
+    curves = np.sin(x)[None, :].repeat(3, axis=0)
+    png = trial_png(x, curves, curves, curves, [10.0, 40.0, 50.0], [1.0, 0.1, 0.01], "t")
+    assert png.startswith(b"\x89PNG") and VAL_LABEL in labels
+
+
 def test_wsgi_api_lists_the_study_trials_and_artifacts(site: dict[str, Any],
                                                        tmp_path: Path) -> None:
     wsgi_app = make_app(open_storage(site["url"], heartbeat=False), site["dir"])
@@ -124,6 +219,10 @@ def test_wsgi_api_lists_the_study_trials_and_artifacts(site: dict[str, Any],
         return body
 
     check_api(get, site, tmp_path)
+    sid, best = site["study"]._study_id, site["best"]
+    _, headers, _ = wsgi_get(wsgi_app, f"/artifacts/{sid}/{best._trial_id}/"
+                                       f"{best.user_attrs['artifact_model']}")
+    assert headers["Content-Type"] == "application/octet-stream"  # not a SNES page table
 
 
 def test_readers_and_workers_never_wait_for_each_other(site: dict[str, Any]) -> None:
@@ -186,6 +285,11 @@ def test_live_server_on_loopback_serves_the_api_and_downloads(live: str, site: d
     assert live.startswith("http://127.0.0.1:")
     check_api(lambda path: http_get(live + path), site, tmp_path)
     assert b"<html" in http_get(live + "/dashboard/").lower()
+    best = site["best"]
+    url = (f"{live}/artifacts/{site['study']._study_id}/{best._trial_id}/"
+           f"{best.user_attrs['artifact_model']}")
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.headers["Content-Type"] == "application/octet-stream"
 
 
 def test_port_in_use_is_one_line(site: dict[str, Any]) -> None:
@@ -317,3 +421,78 @@ def test_browser_shows_the_study_and_a_trial_picture(
     # blank card has neither.
     assert ((b > r + 60) & (b > 130)).sum() >= 10, "no blue clean curve where the picture is"
     assert ((r > 170) & (g < 140) & (b < 100)).sum() >= 20, "no orange denoised curve there"
+
+
+# The note is shown, and nothing on its page is wider than the window or scrolls sideways inside
+# its box (the note's card has scroll bars: a wide table would hide behind one).
+NOTE_SHOWN = """(() => {
+  const text = document.body ? document.body.innerText : "";
+  const sideways = [...document.querySelectorAll("body *")].filter(e =>
+      e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0 &&
+      ["auto", "scroll"].includes(getComputedStyle(e).overflowX))
+    .map(e => (e.innerText || "").slice(0, 60));
+  return {ok: text.includes("Reading the dashboard") && text.includes("fixed training"),
+          width: innerWidth, page: document.documentElement.scrollWidth, sideways};
+})()"""
+
+# Plotly draws an axis title as an SVG <text> of class ytitle: History's names the objective.
+HISTORY_NAMED = """(() => {
+  const titles = [...document.querySelectorAll("svg text.ytitle")].map(t => t.textContent);
+  return {ok: titles.includes(%(label)s), titles};
+})()"""
+
+
+def _until(chrome: Chrome, session: str, expr: str, what: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not seen.get("ok"):
+        time.sleep(0.5)
+        seen = chrome.call("Runtime.evaluate", {"expression": expr, "returnByValue": True},
+                           session)["result"].get("value") or {}
+    assert seen.get("ok"), f"{what} never showed: {seen}"
+    return seen
+
+
+def test_browser_shows_the_note_readable_and_the_objective_named(
+        live: str, site: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What a person sees of what the study sets: its note (the settings table and the key to
+    the dashboard's labels) within the page's width, on a wide and a narrow window, and the
+    objective's name on History's axis. optuna-dashboard's own fixed labels ("Objective Value"
+    on the slice and intermediate-values plots) and its trial page (one line per user attr, as
+    wide as the longest) are not the study's to set, and are not checked here."""
+    exe = next((p for p in map(shutil.which, BROWSERS) if p), None)
+    if exe is None:
+        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}) on PATH; install Debian's "
+                    "`chromium` (.ci/run does)")
+    out = tmp_path_factory.mktemp("browser-note")
+    sid = site["study"]._study_id
+    chrome = Chrome(exe, out / "profile", out / "chromium.log")
+    shots: dict[str, bytes] = {}
+    try:
+        target = chrome.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = chrome.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"]
+        for width in (1400, 900):
+            chrome.call("Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": 1100, "deviceScaleFactor": 1,
+                         "mobile": False}, session)
+            chrome.call("Page.navigate", {"url": f"{live}/dashboard/studies/{sid}/note"},
+                        session)
+            seen = _until(chrome, session, NOTE_SHOWN, f"the study note at {width} px")
+            assert seen["page"] <= seen["width"] and not seen["sideways"], \
+                f"the note overflows sideways: {seen}"
+            shots[f"note-{width}"] = base64.b64decode(chrome.call(
+                "Page.captureScreenshot", {"format": "png"}, session)["data"])
+        chrome.call("Page.navigate", {"url": f"{live}/dashboard/studies/{sid}"}, session)
+        _until(chrome, session,
+               HISTORY_NAMED % {"label": json.dumps(METRIC_LABELS["val_removed"])},
+               "the objective's name on History's axis")
+        shots["history"] = base64.b64decode(chrome.call(
+            "Page.captureScreenshot", {"format": "png"}, session)["data"])
+    finally:
+        chrome.close()
+    for name, png in shots.items():
+        (out / f"{name}.png").write_bytes(png)
+    with capsys.disabled():
+        print(f"\ndashboard screenshots: {', '.join(f'{out}/{n}.png' for n in shots)}")
