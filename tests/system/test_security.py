@@ -107,6 +107,32 @@ def test_password_never_shows_in_output_logs_or_command_lines(
         assert code == (2 if "no-such-study" in args else 0), (args, out)
 
 
+@pytest.mark.parametrize("form", ["userinfo", "password option", "both"])
+def test_no_command_prints_the_password_in_any_url_form(
+        form: str, secret_url: str, study_file: Callable[..., Path], tmp_path: Path) -> None:
+    """libpq takes the password in the URL's userinfo or as a `password=` option: whichever
+    form, no command prints it, on success or on failure, and nothing hpo writes holds it."""
+    u = parse(secret_url)
+    bare = u.set(password=None).render_as_string(hide_password=False)
+    url = {"userinfo": secret_url, "password option": f"{bare}?password={SECRET}",
+           "both": f"{secret_url}?password={SECRET}&application_name=hpo"}[form]
+    path = study_file(trials=1)
+    name = load_study_file(path).name
+    outs = []
+    for args in (["create", str(path)], ["studies"], ["studies", "--json"], ["best", name],
+                 ["best", name, "--json"], ["trials", name, "--format", "csv"],
+                 ["fail-stale", name], ["retry-failed", name], ["best", "no-such-study"],
+                 ["trials", name, "--state", "bogus"]):
+        code, out = invoke(*args, "--storage", url)
+        outs.append(out)
+        assert SECRET not in out, (args, out)
+        assert code in (0, 2), (args, out)
+    assert f"study '{name}' ready" in outs[0], outs[0]  # it connected with that password
+    assert any(f"{ROLE}:***@" in out or "password=***" in out for out in outs)
+    assert not [f for f in tmp_path.rglob("*") if f.is_file() and SECRET.encode() in
+                f.read_bytes()]
+
+
 def test_mask_hides_every_password_form() -> None:
     for url in ("postgresql://u:p%40ss-w0rd@db:5432/hpo", "mysql+pymysql://u:p%40ss-w0rd@db/hpo",
                 "postgresql+psycopg://u:p%40ss-w0rd@db/hpo?sslmode=require"):
