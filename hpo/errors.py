@@ -15,6 +15,11 @@ def one_line(message: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message.strip())
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`n noun`, in the plural unless n is 1: plural(1, "signal") == "1 signal"."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def undecodable(value: str) -> str | None:
     """`value` shown with its bytes escaped if it is not UTF-8 text (bytes a shell passed that
     Python keeps as lone surrogates, which no database driver takes), else None."""

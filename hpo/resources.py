@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, plural
 
 # Share of the machine's memory one process may plan to use; the rest is the OS, the database,
 # other workers and the estimate's own error.
@@ -152,17 +152,17 @@ def check_threads(workers: int, threads: int, flag: str = "--threads") -> None:
     fits = math.floor(0.9 * available_memory() / THREAD_STACK_BYTES)
     if total > fits:
         raise HpoError(
-            f"{flag} {threads} with {workers} worker(s): {total} torch threads, whose stacks "
-            f"alone need {human(total * THREAD_STACK_BYTES)}, more than this machine's "
+            f"{flag} {threads} with {plural(workers, 'worker')}: {total} torch threads, whose "
+            f"stacks alone need {human(total * THREAD_STACK_BYTES)}, more than this machine's "
             f"{human(available_memory())} available; use at most {max(1, fits // workers)} "
             f"threads per worker (one per core is usual)")
     left = tasks_left()
     need = workers * (threads + THREADS_PER_WORKER)
     if left is not None and need > left:
         per = max(1, left // max(workers, 1) - THREADS_PER_WORKER)
-        raise HpoError(f"{flag} {threads} with {workers} worker(s): about {need} processes and "
-                       f"threads, more than the {left} this machine's pids limit leaves; use at "
-                       f"most {per} threads per worker (one per core is usual)")
+        raise HpoError(f"{flag} {threads} with {plural(workers, 'worker')}: about {need} "
+                       f"processes and threads, more than the {left} this machine's pids limit "
+                       f"leaves; use at most {per} threads per worker (one per core is usual)")
 
 
 def worker_cap(requested: int, per_worker_extra: int, threads: int = 1,
@@ -184,6 +184,6 @@ def worker_cap(requested: int, per_worker_extra: int, threads: int = 1,
         why = (f"memory ({human(available_memory())} available) allows {by_memory} of about "
                f"{human(per)} each")
     else:
-        why = (f"{cores} core(s) allow {by_cores} ({WORKERS_PER_CORE} per core; more only "
+        why = (f"{plural(cores, 'core')} allow {by_cores} ({WORKERS_PER_CORE} per core; more only "
                "time-share the cores)")
     return allowed, f"{flag} {requested}: starting {allowed}, since {why}"

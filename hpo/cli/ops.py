@@ -28,7 +28,7 @@ from hpo.cli.common import (
     out,
     warn,
 )
-from hpo.errors import HpoError
+from hpo.errors import HpoError, plural
 from hpo.paths import check_output, writing
 from hpo.results.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.results.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
@@ -193,14 +193,16 @@ def prune_cmd(
         return
     verb = "would remove" if dry_run else "removed"
     trials = ", ".join(map(str, r.trials)) if r.trials else "none"
-    typer.echo(f"{verb} {r.removed} artifact(s) of {len(r.trials)} trial(s) ({trials}), "
+    typer.echo(f"{verb} {plural(r.removed, 'artifact')} of {plural(len(r.trials), 'trial')} "
+               f"({trials}), "
                f"{'would free' if dry_run else 'freed'} {resources.human(r.freed_bytes)} "
                f"({r.freed_bytes} bytes)")
     typer.echo(f"kept the artifacts of the best {len(r.kept)}: "
                + (", ".join(map(str, r.kept)) or "none"))
     if r.missing:
-        typer.echo(f"left alone: {r.missing} recorded artifact(s) with no file in this store")
+        typer.echo(f"left alone: {plural(r.missing, 'recorded artifact')} with no file in this "
+                   "store")
     if r.shared:
-        typer.echo(f"left alone: {r.shared} artifact(s) also used by another trial or study "
-                   "(e.g. a copied study)")
+        typer.echo(f"left alone: {plural(r.shared, 'artifact')} also used by another trial or "
+                   "study (e.g. a copied study)")
 

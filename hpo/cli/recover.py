@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from hpo.cli.common import JsonOpt, StorageOpt, StudyArg, app, emit_json, load_study
+from hpo.errors import plural
 from hpo.store.optuna_api import rdb_of, storage_of
 from hpo.store.recovery import fail_stale, retry_failed
 
@@ -34,7 +35,7 @@ def retry_failed_cmd(
                    "already_retried": r.already_retried, "params_taken": r.params_taken,
                    "no_params": r.no_params, "finished": r.finished, "budget": r.budget})
         return
-    typer.echo(f"re-queued {len(r.requeued)} failed trial(s) of '{study}'"
+    typer.echo(f"re-queued {plural(len(r.requeued), 'failed trial')} of '{study}'"
                + (f": {_pairs(r.requeued)}" if r.requeued else ""))
     for label, numbers in (("already retried", r.already_retried),
                            ("parameters already ran or are queued elsewhere", r.params_taken),
@@ -71,7 +72,7 @@ def fail_stale_cmd(
                    "left_alone": [{"number": n, "why": r.why.get(n, "")} for n in r.unjudged],
                    "running": r.running})
         return
-    typer.echo(f"failed {len(r.failed)} of {r.running} running trial(s) of '{study}'"
+    typer.echo(f"failed {len(r.failed)} of {plural(r.running, 'running trial')} of '{study}'"
                + (": " + "; ".join(f"{n} ({why})" for n, why in r.failed) if r.failed else ""))
     if r.requeued:
         typer.echo(f"re-queued their parameters: {_pairs(r.requeued)}")

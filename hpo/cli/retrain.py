@@ -25,6 +25,7 @@ from hpo.cli.common import (
     warn,
 )
 from hpo.cli.progress import job_bar, wanted
+from hpo.errors import plural
 from hpo.results.records import pm
 
 # Options of the commands that retrain the best trials (evaluate, rescore).
@@ -56,7 +57,7 @@ def evaluate_cmd(
         return
     over = f"over {seeds} seeds" if seeds > 1 else "one seed"
     table = Table(title=f"'{study}': held-out test, {over}", title_justify="left")
-    for c in ("#", "params", "search val %", "val %", "test %", "train s", "cpu s"):
+    for c in ("#", "params", "search val %", "val %", "test %", "train_seconds", "cpu_seconds"):
         table.add_column(c, no_wrap=c != "params")
     for r in rows:
         table.add_row(str(r["number"]), _params(r["params"]), f"{r['search_value']:.2f}",
@@ -64,8 +65,8 @@ def evaluate_cmd(
                       pm(r["test_mean"], r["test_std"], seeds),
                       f"{r['train_seconds']:.1f}", f"{r['cpu_seconds']:.1f}")
     out().print(table)
-    typer.echo("train s: wall seconds per seed; cpu s: CPU seconds per seed (lower than wall "
-               "when other processes share the cores)")
+    typer.echo("train_seconds: wall seconds per seed; cpu_seconds: CPU seconds per seed (lower "
+               "than wall when other processes share the cores)")
 
 
 RESCORE_CURVES = 500  # 10x the exercise's 50: ranks the top five apart (issue 15)
@@ -96,8 +97,9 @@ def rescore_cmd(
     if as_json:
         emit_json(rows)
         return
-    table = Table(title=f"'{study}': rescored on {seeds} seed(s) x {rows[0]['val_curves']} "
-                        "validation curves (test curves unseen)", title_justify="left")
+    table = Table(title=f"'{study}': rescored on {plural(seeds, 'seed')} x "
+                        f"{plural(rows[0]['val_curves'], 'validation curve')} (test curves unseen)",
+                  title_justify="left")
     for c in ("#", "params", "search val %", "rescored val %"):
         table.add_column(c, no_wrap=c != "params")
     for r in rows:

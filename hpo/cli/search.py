@@ -30,7 +30,7 @@ from hpo.cli.common import (
 )
 from hpo.env import resolve_url
 from hpo.errors import HpoError, first_line
-from hpo.results.optuna_reader import best_trials, trial_record
+from hpo.results.optuna_reader import best_trials, names_of, trial_record
 from hpo.results.records import trials_table
 from hpo.run.supervisor import check_logs, log_dir, supervise
 from hpo.store import heartbeat
@@ -119,7 +119,8 @@ def search(
     records = _print_best(c.study, spec, top)
     typer.echo(f"{outcome.finished}/{outcome.budget} trials finished")
     if outcome.recovered:
-        typer.echo(f"failed and re-queued trial(s) {', '.join(map(str, outcome.recovered))}, "
+        typer.echo(f"failed and re-queued {'trial' if len(outcome.recovered) == 1 else 'trials'} "
+                   f"{', '.join(map(str, outcome.recovered))}, "
                    "which exited workers left running")
     for line in [*outcome.worker_errors, *([outcome.stuck] if outcome.stuck else [])]:
         say_error(line)
@@ -137,10 +138,11 @@ def search(
 
 
 def _print_best(study: Any, spec: StudySpec, top: int) -> list[dict[str, Any]]:
-    records = [trial_record(t) for t in best_trials(study, top)]
+    names = names_of(study)
+    records = [trial_record(t, names) for t in best_trials(study, top)]
     if records:
         out().print(trials_table(f"best trials of '{study.study_name}'", records,
-                                 list(spec.metrics)))
+                                 list(spec.metrics), names))
     return records
 
 

@@ -25,7 +25,7 @@ from hpo.cli.common import (
     threads_or_env,
     warn,
 )
-from hpo.errors import HpoError
+from hpo.errors import HpoError, plural
 from hpo.paths import check_output, writing
 from hpo.task.config import ConfigValueError, TrainConfig
 from hpo.task.curves import NOISE_RATIO
@@ -34,7 +34,10 @@ from hpo.task.signals import load_signals_file
 from hpo.task.source import Source, describe, memory_parts, sizes, source_from
 
 
-@app.command()
+@app.command(epilog="With --json: training_ended is how training ended (completed, stopped or "
+                     "diverged: the training loss became inf or nan), not an Optuna trial state; "
+                     "val_removed and test_removed are % of the noise removed on the validation "
+                     "and held-out test curves; train_seconds is wall-clock seconds.")
 def train(
     hidden_size: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="LSTM hidden size.")] = 40,
     shift: Annotated[int, typer.Option(min=0, max=MAX_COUNT, help="Look-ahead steps.")] = 10,
@@ -95,14 +98,15 @@ def train(
     with epoch_bar(epochs, enabled=wanted(as_json)) as on_epoch:
         result, test = train_and_test(cfg, data, on_epoch, keys=FLAG_KEYS)
     tr, va, te = sizes(data)
+    n_params = result.model.n_params()
     out = {
-        "status": result.status,
+        "training_ended": result.status,  # completed, stopped or diverged: not a trial state
         "reason": result.reason,
         "val_removed": round(result.val_removed, 4),
         "test_removed": round(test, 4),
         "train_seconds": round(result.seconds, 3),
         "epochs_run": result.epochs_run,
-        "n_params": result.model.n_params(),
+        "n_params": n_params,
         "params": {"hidden_size": hidden_size, "shift": shift, "epochs": epochs, "lr": lr,
                    "batch_size": batch_size, "train_curves": tr},
         "seed": seed,
@@ -125,9 +129,10 @@ def train(
             typer.echo(f"data: {describe(data)}")
         typer.echo(f"validation: {result.val_removed:.2f} % removed   "
                    f"held-out test: {test:.2f} % removed   {result.seconds:.1f} s   "
-                   f"({result.epochs_run} epochs, {out['n_params']} parameters)")
+                   f"({plural(result.epochs_run, 'epoch')}, "
+                   f"{plural(n_params, 'parameter')})")
         if result.status != "completed":
-            typer.echo(f"status: {result.status}: {result.reason}")
+            typer.echo(f"training {result.status}: {result.reason}")
         if "saved" in out:
             typer.echo(f"model saved to {out['saved']}")
     if result.status == "diverged":
@@ -178,24 +183,22 @@ def denoise(
     need = resources.Estimate(resources.inference_bytes(
         int(meta["hidden_size"]), int(meta["shift"]), signals.shape[1], len(signals)), "--input")
     if not need.fits():
-        raise HpoError(f"--input {input}: denoising {len(signals)} signals of "
-                       f"{signals.shape[1]} points with {model} (hidden {meta['hidden_size']}, "
-                       f"shift {meta['shift']}) {resources.too_big(need)}; split the input")
+        raise HpoError(f"--input {input}: denoising {plural(len(signals), 'signal')} of "
+                       f"{plural(signals.shape[1], 'point')} with {model} (hidden "
+                       f"{meta['hidden_size']}, shift {meta['shift']}) {resources.too_big(need)}; "
+                       "split the input")
     trained = trained_length(meta)
     if trained is not None and signals.shape[1] != trained:
         # The LSTM runs on any length, so this is allowed; but it never saw such signals.
-        warn(f"--input {input}: signals of {signals.shape[1]} points, but {model} was trained "
-             f"on {trained}-point signals; denoising anyway (quality may differ)")
+        warn(f"--input {input}: signals of {plural(signals.shape[1], 'point')}, but {model} was "
+             f"trained on {trained}-point signals; denoising anyway (quality may differ)")
     denoised = apply_model(net, meta, signals)
     with writing(output, "--output"):
         write_signals(output, denoised)
     how = ", each normalized by its own mean and std" if meta.get("normalize") else ""
-    typer.echo(f"denoised {_signals(len(signals))} of {signals.shape[1]} points with "
-               f"{model} (hidden {meta['hidden_size']}, shift {meta['shift']}{how}) -> {output}")
-
-
-def _signals(n: int) -> str:
-    return f"{n} signal" + ("" if n == 1 else "s")
+    typer.echo(f"denoised {plural(len(signals), 'signal')} of {plural(signals.shape[1], 'point')} "
+               f"with {model} (hidden {meta['hidden_size']}, shift {meta['shift']}{how}) -> "
+               f"{output}")
 
 
 def _read(path: Path, flag: str) -> Any:
@@ -227,4 +230,5 @@ def score(
     if as_json:
         emit_json({"removed": round(removed, 4), "signals": n, "points": points})
     else:
-        typer.echo(f"{removed:.2f} % of the noise removed ({_signals(n)} of {points} points)")
+        typer.echo(f"{removed:.2f} % of the noise removed ({plural(n, 'signal')} of "
+                   f"{plural(points, 'point')})")

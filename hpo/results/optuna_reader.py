@@ -20,18 +20,27 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
-from hpo.results.records import pareto_best, record, with_rescores
+from hpo.results.records import objective_names, pareto_best, record, with_rescores
 from hpo.store import optuna_api, queries, stored
 from hpo.store.attrs import FAIL_REASON_ATTR, INTERRUPTED, SPEC_ATTR
 from hpo.store.studies import load
 
 STATES = {s.name.lower(): s for s in TrialState}
+# The study system attr Study.set_metric_names writes (FrozenStudy has no metric_names).
+(METRIC_NAMES_KEY,) = optuna_api.metric_names_attrs(())
 
 
-def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    """One trial as plain JSON-able data: what a user scripts against (hpo.results.records)."""
+def trial_record(t: FrozenTrial, names: list[str] | None = None) -> dict[str, Any]:
+    """One trial as plain JSON-able data: what a user scripts against (hpo.results.records).
+    `names`: the study's objective names (names_of); without them, Optuna's default ones."""
     return record(t.number, t.state.name, t.values, t.params, t.user_attrs, t.datetime_start,
-                  t.datetime_complete)
+                  t.datetime_complete,
+                  names if names is not None else objective_names(None, len(t.values or [0])))
+
+
+def names_of(study: optuna.Study) -> list[str]:
+    """The study's objectives, named as Optuna's CLI names them (records.objective_names)."""
+    return objective_names(study.metric_names, len(study.directions))
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage
@@ -61,6 +70,7 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
                         stopped[sid] = stopped.get(sid, 0) + 1
             except KeyError:
                 continue  # deleted by someone else while we were listing: not a study any more
+        names = objective_names(s.system_attrs.get(METRIC_NAMES_KEY), len(s.directions))
         best = None
         if len(s.directions) == 1 and n[TrialState.COMPLETE]:
             if extremes is not None:
@@ -71,14 +81,15 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
                     best = storage.get_best_trial(optuna_api.summary_id(s)).value
         out.append({
             "name": s.study_name,
-            "directions": [d.name.lower() for d in s.directions],
+            "directions": [d.name.lower() for d in s.directions], "metric_names": names,
             "budget": stored.budget(s.study_name, s.user_attrs),
             "finished": n[TrialState.COMPLETE] + n[TrialState.PRUNED],
             "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED],
             "running": n[TrialState.RUNNING], "waiting": n[TrialState.WAITING],
             "failed": n[TrialState.FAIL] - stopped.get(optuna_api.summary_id(s), 0),
-            "interrupted": stopped.get(optuna_api.summary_id(s), 0), "best_value": best,
-            "hpo": SPEC_ATTR in s.user_attrs,
+            "interrupted": stopped.get(optuna_api.summary_id(s), 0),
+            "best_values": None if best is None else {names[0]: best},
+            "made_by_hpo": SPEC_ATTR in s.user_attrs,
         })
     return out
 
@@ -99,13 +110,15 @@ def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
 
 
 def best_records(name: str, storage: optuna.storages.BaseStorage, top: int
-                 ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
-    """`hpo best`'s answer: the study's metrics, the records of its best trials with their
-    rescores, and its rescore attr (hpo.results.sqlite_reader gives the same from a SQLite file)."""
+                 ) -> tuple[list[str], list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """`hpo best`'s answer: the study's metrics and objective names, the records of its best
+    trials with their rescores, and its rescore attr (hpo.results.sqlite_reader gives the same
+    from a SQLite file)."""
     study, metrics = open_study(name, storage)
+    names = names_of(study)
     rescored = stored.rescores(name, study.user_attrs)
-    return metrics, with_rescores(rescored, [trial_record(t) for t in best_trials(study, top)]), \
-        rescored
+    return metrics, names, with_rescores(rescored, [trial_record(t, names) for t in best_trials(
+        study, top)]), rescored
 
 
 def _best_trials_loaded(study: optuna.Study, top: int) -> list[FrozenTrial]:
@@ -130,5 +143,6 @@ def parse_state(state: str | None) -> tuple[TrialState, ...] | None:
     if state is None:
         return None
     if state.lower() not in STATES:
-        raise HpoError(f"--state: unknown state {state!r}; use one of {', '.join(STATES)}")
+        raise HpoError(f"--state: unknown state {state!r}; use one of "
+                       f"{', '.join(s.upper() for s in STATES)} (any case)")
     return (STATES[state.lower()],)

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hpo.results.records import pareto_best, record, with_rescores
+from hpo.results.records import objective_names, pareto_best, record, with_rescores
 from hpo.store import stored
 from hpo.store.attrs import BUDGET_ATTR, FAIL_REASON_ATTR, INTERRUPTED, RESCORE_ATTR, SPEC_ATTR
 
@@ -35,12 +35,14 @@ SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test 
 PLAIN_SQLITE = re.compile(r"sqlite:///([^?%#~\s\x00-\x1f\x7f-\x9f][^?%#\s\x00-\x1f\x7f-\x9f]*)")
 INFINITY = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")
+METRIC_NAMES_KEY = "study:metric_names"  # the system attr of Study.set_metric_names
 # What the queries below read of Optuna's tables (the contract test checks each exists).
 COLUMNS = {
     "alembic_version": (),  # alembic's, not an Optuna model: the revision check reads it
     "studies": ("study_id", "study_name"),
     "study_directions": ("study_direction_id", "study_id", "direction"),
     "study_user_attributes": ("study_id", "key", "value_json"),
+    "study_system_attributes": ("study_id", "key", "value_json"),
     "trials": ("trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete"),
     "trial_values": ("trial_id", "objective", "value", "value_type"),
     "trial_params": ("param_id", "trial_id", "param_name", "param_value", "distribution_json"),
@@ -107,6 +109,9 @@ def _studies(url: str) -> list[dict[str, Any]]:
                 "SELECT study_id, key, value_json FROM study_user_attributes WHERE key IN (?, ?)",
                 (SPEC_ATTR, BUDGET_ATTR)):
             attrs.setdefault(sid, {})[key] = value
+        metric_names = {sid: json.loads(value) for sid, value in con.execute(
+            "SELECT study_id, value_json FROM study_system_attributes WHERE key = ?",
+            (METRIC_NAMES_KEY,))}
         counts: dict[int, dict[str, int]] = {}
         for sid, state, n in con.execute("SELECT study_id, state, count(*) FROM trials "
                                          "GROUP BY study_id, state"):
@@ -127,32 +132,33 @@ def _studies(url: str) -> list[dict[str, Any]]:
     for sid, name in names:
         n = {s: counts.get(sid, {}).get(s, 0) for s in STATES}
         dirs = directions[sid]
+        names = objective_names(metric_names.get(sid), len(dirs))
         best = None
         if len(dirs) == 1 and n["COMPLETE"] and sid in extremes:
             best = max(extremes[sid]) if dirs[0] == "maximize" else min(extremes[sid])
         a = {k: stored.attr_json(name, k, v) for k, v in attrs.get(sid, {}).items()}
         out.append({
-            "name": name, "directions": dirs,
+            "name": name, "directions": dirs, "metric_names": names,
             "budget": stored.budget(name, a),
             "finished": n["COMPLETE"] + n["PRUNED"],
             "complete": n["COMPLETE"], "pruned": n["PRUNED"], "running": n["RUNNING"],
             "waiting": n["WAITING"], "failed": n["FAIL"] - stopped.get(sid, 0),
-            "interrupted": stopped.get(sid, 0), "best_value": best,
-            "hpo": SPEC_ATTR in a,
+            "interrupted": stopped.get(sid, 0),
+            "best_values": None if best is None else {names[0]: best},
+            "made_by_hpo": SPEC_ATTR in a,
         })
     return out
 
 
-def best(url: str, name: str, top: int) -> tuple[list[str], list[dict[str, Any]],
+def best(url: str, name: str, top: int) -> tuple[list[str], list[str], list[dict[str, Any]],
                                                   dict[str, Any] | None] | None:
-    """(the study's metrics, hpo.results.optuna_reader' records of its best trials with their
-    rescores, the
-    rescore attr), or None."""
+    """hpo.results.optuna_reader.best_records' answer (the study's metrics and objective
+    names, the records of its best trials with their rescores, the rescore attr), or None."""
     return _answer(_best, url, name, top)
 
 
 def _best(url: str, name: str, top: int
-          ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+          ) -> tuple[list[str], list[str], list[dict[str, Any]], dict[str, Any] | None]:
     with _reading(url) as con:
         (sid,) = con.execute("SELECT study_id FROM studies WHERE study_name = ?",
                              (name,)).fetchone()  # an unknown name: TypeError, Optuna's path
@@ -164,11 +170,14 @@ def _best(url: str, name: str, top: int
         if SPEC_ATTR not in attrs:
             raise NotHere(name)  # not hpo's: Optuna's path says so
         metrics = stored.metrics(name, attrs)
+        found = con.execute("SELECT value_json FROM study_system_attributes WHERE study_id = ? "
+                            "AND key = ?", (sid, METRIC_NAMES_KEY)).fetchone()
+        names = objective_names(None if found is None else json.loads(found[0]), len(dirs))
         ids = _top_ids(con, sid, dirs[0], top) if len(dirs) == 1 else _pareto_ids(
             con, sid, dirs, top)
-        records = [_record(con, tid) for tid in ids]
+        records = [_record(con, tid, names) for tid in ids]
     rescored = stored.rescores(name, attrs)
-    return metrics, with_rescores(rescored, records), rescored
+    return metrics, names, with_rescores(rescored, records), rescored
 
 
 def _value(value: float | None, vtype: str) -> float:
@@ -205,7 +214,7 @@ def _pareto_ids(con: sqlite3.Connection, sid: int, dirs: list[str], top: int) ->
     return pareto_best(by_trial, [d == "MAXIMIZE" for d in dirs], top)
 
 
-def _record(con: sqlite3.Connection, tid: int) -> dict[str, Any]:
+def _record(con: sqlite3.Connection, tid: int, names: list[str]) -> dict[str, Any]:
     number, state, start, complete = con.execute(
         "SELECT number, state, datetime_start, datetime_complete FROM trials WHERE trial_id = ?",
         (tid,)).fetchone()
@@ -217,7 +226,7 @@ def _record(con: sqlite3.Connection, tid: int) -> dict[str, Any]:
         "ORDER BY param_id", (tid,))}
     attrs = {k: json.loads(v) for k, v in con.execute(
         "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = ?", (tid,))}
-    return record(number, state, values, params, attrs, _time(start), _time(complete))
+    return record(number, state, values, params, attrs, _time(start), _time(complete), names)
 
 
 def _external(value: float, dist: dict[str, Any]) -> Any:

@@ -189,7 +189,7 @@ def replay(study: optuna.Study, spec: StudySpec, number: int, threads: int = 1,
             for s in stored.seeds(study.study_name, number, t.user_attrs)]
     vals = [r["val"] for r in _run(jobs, 1, done)]
     recorded = t.user_attrs.get(PER_SEED_ATTR)
-    return {"number": number, "params": t.params, "state": t.state.name.lower(),
+    return {"number": number, "params": t.params, "state": t.state.name,
             "seeds": t.user_attrs[SEEDS_ATTR], "recorded": recorded,
             "replayed": [round(v, 4) for v in vals],
             "identical": recorded is not None and [round(v, 4) for v in vals] == recorded}

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo import env
 from hpo.env import DEFAULT_DIR
-from hpo.errors import HpoError
+from hpo.errors import HpoError, plural
 from hpo.run import lastwords, warmpool
 from hpo.run.retrying import STORAGE_ERRORS, cause, retry
 from hpo.store import optuna_api
@@ -162,7 +162,8 @@ def supervise(study: optuna.Study, url: str, workers: int, threads: int, log_dir
     c = counts(study)
     console.print(f"study [bold]{escape(study.study_name)}[/bold] on {escape(mask(url))}: "
                   f"{c.finished}/{c.budget}"
-                  f" finished; starting {workers} worker(s), logs in {escape(str(log_dir))}/",
+                  f" finished; starting {plural(workers, 'worker')}, logs in "
+                  f"{escape(str(log_dir))}/",
                   highlight=False)
     signals = _Signals()
     previous = {}

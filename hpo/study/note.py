@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hpo.errors import plural
 from hpo.study.spec import METRIC_LABELS, TUNABLE, StudySpec
 from hpo.task.baselines import Baseline, compute_baselines
 from hpo.task.config import TrainConfig
@@ -121,7 +122,7 @@ def study_note(spec: StudySpec, baselines: tuple[Baseline, ...] | None = None) -
 
 **Score**: percent of noise removed, `100 * (1 - sum|clean - output| / sum|clean - noisy|)`
 (0 when negative), over every point of every validation curve; objective: {objective};
-{spec.repeats} training seed(s) per trial, averaged.
+{plural(spec.repeats, 'training seed')} per trial, averaged.
 
 ## Protocol
 - Model: two stacked LSTMs (1 -> H -> H) and a linear head; the first LSTM looks `shift` steps
@@ -180,9 +181,9 @@ def _settings(spec: StudySpec, fixed: Mapping[str, str]) -> str:
                          for k, v in fixed.items())
     rows = [
         ("budget", f"{spec.trials} finished trials at creation (now: `hpo:budget`)"),
-        ("seeds", f"study seed {spec.seed}; {spec.repeats} training seed(s) per trial"),
+        ("seeds", f"study seed {spec.seed}; {plural(spec.repeats, 'training seed')} per trial"),
         ("sampler", _options(spec.sampler.kind, spec.sampler.options)
-         + (f", {len(spec.sampler.points)} point(s), listed below" if spec.sampler.points
+         + (f", {plural(len(spec.sampler.points), 'point')}, listed below" if spec.sampler.points
             else "")),
         ("pruner", _options(spec.pruner.kind, spec.pruner.options)
          + (" (steps are percent of each trial's schedule)" if spec.pruner.active else "")),
@@ -264,5 +265,5 @@ def summary_line(spec: StudySpec) -> str:
                         for i, m in enumerate(spec.metrics))
     return (f"{goal}; searching {space} with {spec.sampler.kind} sampling"
             f"{'' if not spec.pruner.active else f' and {spec.pruner.kind} pruning'}; "
-            f"{spec.repeats} seed(s) per trial; intermediate values are reported at 10, 20, "
-            "..., 100 percent of each trial's own schedule (the dashboard's 'Step')")
+            f"{plural(spec.repeats, 'seed')} per trial; intermediate values are reported at 10, "
+            "20, ..., 100 percent of each trial's own schedule (the dashboard's 'Step')")

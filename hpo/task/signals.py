@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hpo import resources
-from hpo.errors import InputFileError
+from hpo.errors import InputFileError, plural
 
 
 def read_signals(path: str | Path) -> np.ndarray:
@@ -183,7 +183,8 @@ def _check_rows(shape: tuple[int, ...], label: str) -> tuple[int, int]:
     if shape[0] == 0:
         raise InputFileError(f"{label}: the file holds no signals; write one signal per row")
     if shape[1] < 2:
-        raise InputFileError(f"{label}: signals have {shape[1]} point(s); each needs at least 2")
+        raise InputFileError(f"{label}: signals have {plural(shape[1], 'point')}; each needs at "
+                             "least 2")
     return shape[0], shape[1]
 
 

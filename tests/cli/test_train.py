@@ -76,7 +76,7 @@ def test_train_json_prints_one_json_object() -> None:
     assert 0.0 <= out["val_removed"] <= 100.0
     assert 0.0 <= out["test_removed"] <= 100.0
     assert out["train_seconds"] > 0
-    assert out["status"] == "completed"
+    assert out["training_ended"] == "completed" and "status" not in out  # not a trial state
     assert out["epochs_run"] == 3
     assert out["n_params"] == Denoiser(8, 10).n_params()
     assert out["params"]["hidden_size"] == 8 and out["params"]["epochs"] == 3
@@ -96,7 +96,7 @@ def test_a_diverged_train_exits_non_zero_and_saves_nothing(tmp_path: Path) -> No
                     "--lr", "1e30", "--save", target, "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)
-    assert out["status"] == "diverged" and out["reason"]
+    assert out["training_ended"] == "diverged" and out["reason"]
     assert "saved" not in out
     assert not target.exists()
 
@@ -387,3 +387,16 @@ def test_denoise_refuses_to_overwrite_without_force_and_score_measures_it(
     write_signals(tmp_path / "short.csv", clean.clean[:3])
     assert_one_line_error(invoke("score", "--clean", tmp_path / "short.csv", "--noisy",
                                  tmp_path / "noisy.csv", "--denoised", out), "same shape")
+
+
+def test_counts_of_one_read_in_the_singular(tmp_path: Path, files: dict[str, Path]) -> None:
+    one = write_signals(tmp_path / "one.csv", read_signals(files["signals"])[:1])
+    r = invoke("denoise", "--model", files["model"], "--input", one, "--output",
+               tmp_path / "d.csv")
+    assert r.exit_code == 0 and "denoised 1 signal of " in r.stdout, r.output
+    r = invoke("score", "--clean", tmp_path / "d.csv", "--noisy", one, "--denoised",
+               tmp_path / "d.csv")
+    assert r.exit_code == 0 and "(1 signal of " in r.stdout, r.output
+    r = invoke("train", "--epochs", "1", "--hidden-size", "2", "--train-curves", "4",
+               "--val-curves", "2", "--test-curves", "2")
+    assert r.exit_code == 0 and "(1 epoch, " in r.stdout, r.output

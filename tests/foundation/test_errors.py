@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpo.errors import HpoError, StorageError, first_line, one_line
+from hpo.errors import HpoError, StorageError, first_line, one_line, plural
 
 # Every character str.splitlines() breaks on, which is what a reader (and the tests) count.
 BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -30,3 +30,10 @@ def test_breaks_are_shown_escaped_and_printable_text_kept() -> None:
 def test_first_line_of_a_library_reason() -> None:
     assert first_line(ValueError("bad value\nmore detail")) == "bad value"
     assert first_line(ValueError("")) == "ValueError"
+
+
+def test_counts_are_plural_unless_one() -> None:
+    assert plural(1, "signal") == "1 signal" and plural(0, "signal") == "0 signals"
+    assert plural(2, "trial") == "2 trials" and plural(1, "trial") == "1 trial"
+    assert plural(3, "validation curve") == "3 validation curves"
+    assert plural(2, "process", "processes") == "2 processes"

@@ -177,6 +177,6 @@ def test_more_thread_stacks_than_memory_are_refused_in_one_line(
 
     monkeypatch.setattr(resources, "available_memory", lambda: 1 * 2**30)  # 1 GiB
     resources.check_threads(2, 50)  # 100 stacks, 800 MiB: fits in 90 % of 1 GiB
-    with pytest.raises(HpoError, match=r"--threads 100 with 2 worker\(s\): 200 torch threads.*"
+    with pytest.raises(HpoError, match=r"--threads 100 with 2 workers: 200 torch threads.*"
                                        r"use at most 57 threads per worker"):
         resources.check_threads(2, 100)

@@ -320,7 +320,7 @@ def test_prune_dry_run_and_cli(tmp_path: Path, study_file: Callable[..., Path]) 
     r = invoke("artifacts", "prune", study.study_name, "--keep-top", "1", "--storage", url,
                "--dry-run")
     assert r.exit_code == 0, r.output
-    assert "would remove 4 artifact(s) of 2 trial(s) (0, 1), would free 12.0 KiB" in r.stdout
+    assert "would remove 4 artifacts of 2 trials (0, 1), would free 12.0 KiB" in r.stdout
     assert len(list(store.iterdir())) == n_files
     r = invoke("artifacts", "prune", study.study_name, "--keep-top", "1", "--storage", url,
                "--json")

@@ -141,8 +141,8 @@ def check_note(body: str) -> None:
     rounded, in narrow tables, and the key to the dashboard's own labels."""
     assert body.startswith(f"# {NAME}\n") and "Reference numbers" in body
     for needle in ("## Settings", "| budget | 2 finished trials at creation (now: `hpo:budget`) |",
-                   "| seeds | study seed 0; 1 training seed(s) per trial |",
-                   "| sampler | points, 2 point(s), listed below |", "| pruner | none |",
+                   "| seeds | study seed 0; 1 training seed per trial |",
+                   "| sampler | points, 2 points, listed below |", "| pruner | none |",
                    "lr 0.05 (study file)", "Adam (lr 0.05)",
                    "| point | hidden_size | shift | epochs |", "| 0 | 8 | 2 | 15 |",
                    "| 1 | 6 | 3 | 10 |", "| hidden_size | 4 to 12 |",

@@ -90,15 +90,17 @@ def test_studies_counts_match_a_full_load(storage_url: str,
         add(other, TrialState.COMPLETE, [v])
     try:
         rows = {r["name"]: r for r in q.studies(storage) if r["name"] in (name, lowest)}
-        assert rows[lowest]["best_value"] == -math.inf
+        assert rows[lowest]["best_values"] == {"0": -math.inf}  # no metric names: Optuna's 0
         # The load-everything path.
         monkeypatch.setattr(q.optuna_api, "rdb_of", lambda storage: None)
         assert rows == {r["name"]: r for r in q.studies(storage) if r["name"] in rows}
         row = rows[name]
         assert {k: row[k] for k in ("finished", "complete", "pruned", "running", "waiting",
-                                    "failed", "interrupted", "best_value")} == {
+                                    "failed", "interrupted", "best_values", "metric_names",
+                                    "made_by_hpo")} == {
             "finished": 3, "complete": 2, "pruned": 1, "running": 1, "waiting": 1,
-            "failed": 1, "interrupted": 1, "best_value": 5.0}
+            "failed": 1, "interrupted": 1, "best_values": {"0": 5.0}, "metric_names": ["0"],
+            "made_by_hpo": False}
     finally:
         optuna.delete_study(study_name=name, storage=storage)
         optuna.delete_study(study_name=lowest, storage=storage)
@@ -119,7 +121,7 @@ def test_hpo_best_and_studies_do_not_import_torch(tmp_path: Path,
         assert "torch imported: False" in r.stderr
     r = subprocess.run([sys.executable, "-m", "hpo", "best", spec.name, "--json", "--storage",
                         url], capture_output=True, text=True, timeout=120)
-    assert json.loads(r.stdout)[0]["values"] == [42.0]
+    assert json.loads(r.stdout)[0]["values"] == {"% noise removed on validation": 42.0}
     r = subprocess.run([sys.executable, "-m", "hpo", "best", "nope", "--storage", url],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "no study named 'nope'" in r.stderr
@@ -164,11 +166,11 @@ def test_csv_columns_do_not_follow_the_state_filter(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="csv", storage=storage)
     add(study, TrialState.COMPLETE, [1.0], {"train_seconds": 2.0, "n_params": 7})
     add(study, TrialState.PRUNED, None, {"pruned_at_epoch": 3})
-    heads = {to_csv([q.trial_record(t) for t in study.get_trials(states=states)], ["x"], 1
-                      ).splitlines()[0]
+    heads = {to_csv([q.trial_record(t, ["0"]) for t in study.get_trials(states=states)], ["x"],
+                    ["0"]).splitlines()[0]
              for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,), (TrialState.FAIL,),
                             None)}
     assert len(heads) == 1
     head = heads.pop().split(",")
-    assert head[:4] == ["number", "state", "value_0", "param_x"]
+    assert head[:4] == ["number", "state", "values_0", "params_x"]  # Optuna's default names
     assert "model_val_removed" in head and "cpu_seconds" in head

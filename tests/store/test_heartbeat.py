@@ -44,14 +44,14 @@ def test_an_impatient_fail_stale_is_reported_and_not_obeyed(
     monkeypatch.setenv("HPO_GRACE_PERIOD", "2")
     r = CliRunner().invoke(app, ["fail-stale", name, "--storage", storage_url])
     assert r.exit_code == 0, r.output
-    assert r.stdout.startswith(f"failed 0 of 1 running trial(s) of '{name}'")
+    assert r.stdout.startswith(f"failed 0 of 1 running trial of '{name}'")
     assert "HPO_HEARTBEAT_INTERVAL=1, HPO_GRACE_PERIOD=2 differ from study" in r.stderr
     storage = open_storage(storage_url)
     assert load(name, storage)[0].trials[healthy.number].state == TrialState.RUNNING
     assert storage.grace_period == 30  # this process follows the study
     age_heartbeat(storage_url, healthy._trial_id, 3600)  # dead by the study's contract too
     r = CliRunner().invoke(app, ["fail-stale", name, "--storage", storage_url])
-    assert r.stdout.startswith(f"failed 1 of 1 running trial(s) of '{name}'"), r.output
+    assert r.stdout.startswith(f"failed 1 of 1 running trial of '{name}'"), r.output
 
 
 @pytest.mark.parametrize("value", ["many", {"interval": 5, "grace": 5, "max_retry": 3},

@@ -1771,7 +1771,8 @@ def check_train(flags: dict[str, str], save: str, verdict: str, world: World) ->
 
         def ok(r: Any) -> None:
             out = json.loads(r.stdout)
-            if save != "none" and out["status"] != "diverged" and not Path(out["saved"]).is_file():
+            if (save != "none" and out["training_ended"] != "diverged"
+                    and not Path(out["saved"]).is_file()):
                 raise BrokenContract(f"exit 0 but no model file at {out.get('saved')}")
 
         if result.exit_code == 1 and "diverged" in result.stdout and verdict != "invalid":

@@ -318,7 +318,7 @@ def test_diverged_reason_shows_in_trial_listing(
     result = invoke("trials", study.study_name, "--storage", url, "--format", "json")
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
-    assert [r["status"] for r in records] == ["diverged", "diverged"]
+    assert [r["training_ended"] for r in records] == ["diverged", "diverged"]
     assert all("lr=1e+30" in r["reason"] for r in records)
 
 
@@ -376,7 +376,7 @@ def test_retry_failed_requeues_each_failed_trial_once(
 
     again = invoke("retry-failed", name, "--storage", storage_url)  # nothing twice
     assert again.exit_code == 0, again.output
-    assert again.stdout.startswith(f"re-queued 0 failed trial(s) of '{name}'")
+    assert again.stdout.startswith(f"re-queued 0 failed trials of '{name}'")
     assert f"already retried): {a}, {b}, {old}" in again.stdout
     assert len(read_trials(storage_url, name)) == len(trials)
 
@@ -449,7 +449,7 @@ def test_fail_stale_fails_dead_workers_trials_and_leaves_live_ones(
 
     again = invoke("fail-stale", name, "--storage", storage_url)
     assert again.exit_code == 0, again.output
-    assert again.stdout.startswith(f"failed 0 of 4 running trial(s) of '{name}'")
+    assert again.stdout.startswith(f"failed 0 of 4 running trials of '{name}'")
     assert again.stdout.count("left alone: trial") == 4
 
 
