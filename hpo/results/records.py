@@ -97,7 +97,6 @@ def glossary(fields: Mapping[str, str], heading: str) -> str:
     return heading + "\n\n" + "\n".join(f"{k}: {v}" for k, v in fields.items())
 
 
-
 def objective_names(stored: Any, n: int) -> list[str]:
     """The study's objectives named as Optuna names them: its metric names
     (Study.set_metric_names, what Optuna's CLI keys values by) when they are n distinct texts,
