@@ -209,13 +209,12 @@ StorageOpt = Annotated[str | None, typer.Option(
          "Default: sqlite file storage/hpo.db under the current directory.")]
 def _study(value: str) -> str:
     """A study's name, or a study file (an existing `*.toml`) that names it: deployments and
-    scripts then name a study in one place, the file `hpo create` read."""
+    scripts then name a study in one place, the file `hpo create` read. Anything else is a
+    name, so a study named `x.toml` stays reachable, and a mistyped path meets the storage's
+    "no study named" line, which lists the studies there."""
     _text(value)
-    if not value.endswith(".toml"):
+    if not (value.endswith(".toml") and os.path.isfile(value)):
         return value
-    if not os.path.isfile(value):
-        raise typer.BadParameter(f"no study file {value} here (a STUDY ending in .toml names "
-                                 "a study file); check the path, or give the study's name")
     from hpo.study.parse import load_study_file  # only then: `hpo best NAME` stays light
 
     return load_study_file(value).name

@@ -8,13 +8,14 @@ workers it starts do.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from hpo import resources
+from hpo import env, resources
 from hpo.cli.common import (
     MAX_COUNT,
     StorageOpt,
@@ -59,11 +60,17 @@ def _create(spec: StudySpec, storage: str | None, trials: int | None) -> tuple[s
 
 
 def next_steps(study: str, storage: str | None) -> str:
-    """What to do next, as commands that run as printed: hpo as the user invoked it."""
-    at = f" --storage {mask(storage)}" if storage else ""
+    """What to do next, as commands that run as printed: hpo as the user invoked it, and the
+    storage as the user gave it: nothing when it came from HPO_STORAGE (still set), a stand-in
+    when the URL holds a password (never printed, and `***` would not connect)."""
+    from_env = storage is not None and storage == env.raw(env.STORAGE)
+    secret = storage is not None and mask(storage) != storage
+    at = ("" if not storage or from_env else " --storage URL" if secret
+          else f" --storage {shlex.quote(storage)}")
     hpo = prog()
     return "\n".join([
-        "next:",
+        "next:" + ("  (URL: the storage URL you gave; its password is not printed here)"
+                   if at == " --storage URL" else ""),
         f"  browse trials, curves, pictures, models:  {hpo} dashboard{at}",
         f"  the best trials, for scripts:             {hpo} best {study}{at} --json",
         f"  use the best model on your signals:       {hpo} export {study}{at} --out best.pt && "

@@ -26,9 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import env
 from hpo.env import DEFAULT_DIR
-from hpo.errors import ArtifactError, HpoError
+from hpo.errors import ArtifactError, HpoError, one_line
 from hpo.store import optuna_api, queries
-from hpo.store.attrs import ARTIFACT_PREFIX, PRUNE_ATTR, dashboard_trial
+from hpo.store.attrs import ARTIFACT_ERROR_ATTR, ARTIFACT_PREFIX, PRUNE_ATTR, dashboard_trial
 from hpo.store.queries import ARTIFACT_ID
 from hpo.store.urls import parse, sqlite_path
 
@@ -116,9 +116,11 @@ def export_model(study: optuna.Study, storage: optuna.storages.BaseStorage,
     models = [m for m in trial_artifacts(storage, trial)
               if str(m.get("filename", "")).endswith(MODEL_SUFFIX)]
     if not models:
+        why = trial.user_attrs.get(ARTIFACT_ERROR_ATTR)
+        why = (f"its upload failed: {one_line(str(why))[:300]}" if why else
+               "pruned by `hpo artifacts prune`, or it ran with uploads off")
         raise ArtifactError(f"trial {trial.number} of '{study.study_name}' has no model file "
-                            "(pruned by `hpo artifacts prune`, or it ran with uploads off); "
-                            "retrain its parameters with `hpo train ... --save`")
+                            f"({why}); retrain its parameters with `hpo train ... --save`")
     store = open_store(store_dir, create=False)
     artifact_id = models[-1]["artifact_id"]
     src = optuna_api.artifact_dir(store) / artifact_id

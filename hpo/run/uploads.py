@@ -35,7 +35,7 @@ from hpo.results.artifacts import (
 )
 from hpo.run import timing
 from hpo.store import optuna_api
-from hpo.store.attrs import MODEL_SCORE_ATTR
+from hpo.store.attrs import ARTIFACT_ERROR_ATTR, MODEL_SCORE_ATTR
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig, Split
 from hpo.task.metric import percent_removed
@@ -98,7 +98,7 @@ def upload_trial_artifacts(trial: optuna.Trial, result: TrainResult, train_cfg: 
         raise  # declared dead meanwhile: the objective keeps the files for the re-queued copy
     except Exception as e:  # noqa: BLE001 - results first: any failure here is only recorded
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-        attrs["artifact_error"] = reason
+        attrs[ARTIFACT_ERROR_ATTR] = reason
         _warn_once(f"upload:{type(e).__name__}", f"trial {trial.number}: artifacts not uploaded "
                    f"({reason}); the trial keeps its value. Later failures of this kind are "
                    "recorded on each trial (artifact_error) without another warning")

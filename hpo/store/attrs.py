@@ -22,6 +22,7 @@ MODEL_SCORE_ATTR = "model_val_removed"  # what the uploaded model file scores on
 FAIL_REASON_ATTR = "fail_reason"
 INTERRUPTED = "interrupted"  # how the fail_reason of a trial stopped by Ctrl-C or SIGTERM begins
 REASON_ATTR = "reason"  # why a trial was pruned or diverged
+ARTIFACT_ERROR_ATTR = "artifact_error"  # why a trial's picture or model file was not uploaded
 HOST_ATTR = "host"
 PID_ATTR = "pid"
 RETRY_OF_ATTR = "retry_of"  # on a re-queued attempt: the number of the trial it retries

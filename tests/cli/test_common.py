@@ -85,7 +85,8 @@ def test_errors_and_tables_print_names_as_typed(capsys: Any) -> None:
 
 def test_a_study_file_names_its_study_wherever_a_study_name_goes(tmp_path: Any) -> None:
     """`hpo best studies/x.toml` is `hpo best x`: deployments name a study once, by its file.
-    A STUDY ending in .toml that is no file is refused in one line, not looked up as a name."""
+    A STUDY ending in .toml that is no file is a name (a study may be named so): a mistyped
+    path meets the storage's one line listing its studies."""
     import shutil
     from pathlib import Path
 
@@ -103,4 +104,5 @@ def test_a_study_file_names_its_study_wherever_a_study_name_goes(tmp_path: Any) 
     assert by_file.exit_code == 0 and by_file.output == by_name.output
     missing = runner.invoke(app, ["best", str(tmp_path / "gone.toml"), "--storage", url])
     assert missing.exit_code == 2
-    assert "no study file" in missing.output and "gone.toml" in missing.output
+    assert "no study named" in missing.output and "gone.toml" in missing.output
+    assert "smoke" in missing.output  # the studies it has

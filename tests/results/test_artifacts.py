@@ -255,6 +255,11 @@ def test_an_unusable_store_costs_no_result_and_names_the_fix(
         assert f"set {ENV} to a writable" in t.user_attrs["artifact_error"]
     warnings = [r for r in caplog.records if "artifacts not uploaded" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    # Exporting such a trial names the upload's failure, not a prune or uploads turned off.
+    r = invoke("export", study.study_name, "--out", tmp_path / "m.pt", "--storage",
+               f"sqlite:///{tmp_path / 'hpo.db'}")
+    assert_one_line_error(r, "has no model file (its upload failed:", "cannot create it")
+    assert not (tmp_path / "m.pt").exists()
 
 
 # --- prune --------------------------------------------------------------------------------------
