@@ -26,7 +26,7 @@ from hpo.cli.common import (
     warn,
 )
 from hpo.errors import HpoError, plural
-from hpo.paths import check_output, writing
+from hpo.paths import check_output
 from hpo.task.config import ConfigValueError, TrainConfig
 from hpo.task.curves import NOISE_RATIO
 from hpo.task.datafile import FLAG_KEYS, FileData
@@ -120,8 +120,8 @@ def train(
                        "normalize": data.normalize}
     if save is not None and result.status != "diverged":
         scores = {"val_removed": result.val_removed, "test_removed": test}
-        with writing(save, "--save"):
-            out["saved"] = str(save_model(save, result.model, cfg, data, scores))
+        # Written atomically: a full disk leaves no file and names its cause (hpo.paths).
+        out["saved"] = str(save_model(save, result.model, cfg, data, scores, flag="--save"))
     if as_json:
         emit_json(out)
     else:
@@ -174,6 +174,8 @@ def denoise(
 ) -> None:
     """Denoise your own signals with a saved model (normalized as it was trained)."""
     check_output(output, "--output", inputs=(input, model), overwrite=force)
+    import numpy as np
+
     from hpo.task.modelfile import apply_model, load_model, trained_length
     from hpo.task.signals import read_signals, write_signals
 
@@ -193,8 +195,12 @@ def denoise(
         warn(f"--input {input}: signals of {plural(signals.shape[1], 'point')}, but {model} was "
              f"trained on {trained}-point signals; denoising anyway (quality may differ)")
     denoised = apply_model(net, meta, signals)
-    with writing(output, "--output"):
-        write_signals(output, denoised)
+    if not np.isfinite(denoised).all():  # finite weights can still overflow float32
+        row = int(np.argwhere(~np.isfinite(denoised))[0][0]) + 1
+        raise HpoError(f"--model {model}: its output for signal {row} of --input {input} is not "
+                       "finite (the weights overflow float32); nothing was written")
+    # Written atomically: a failed write leaves no partial --output to block the rerun.
+    write_signals(output, denoised, flag="--output", what="the denoised signals")
     how = ", each normalized by its own mean and std" if meta.get("normalize") else ""
     typer.echo(f"denoised {plural(len(signals), 'signal')} of {plural(signals.shape[1], 'point')} "
                f"with {model} (hidden {meta['hidden_size']}, shift {meta['shift']}{how}) -> "

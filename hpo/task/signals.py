@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,28 @@ import numpy as np
 
 from hpo import resources
 from hpo.errors import InputFileError, plural
+from hpo.paths import atomic_write
 
 
 def read_signals(path: str | Path) -> np.ndarray:
     """Returns an (n, length) float32 array or raises InputFileError naming the file and row."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"{path}: input file not found; pass --input a CSV of signals, "
-                             "one per row")
+        raise InputFileError(f"{path}: {not_a_file(path, 'input file')}; pass --input a CSV of "
+                             "signals, one per row")
     with np.errstate(over="ignore"):  # reported by position below, not warned
         return _within_float32(parse_signals_csv(path), str(path))
+
+
+def not_a_file(path: Path, what: str) -> str:
+    """Why `path` is not a readable regular file, in a few words."""
+    if path.is_dir():
+        return f"{what} is a directory"
+    if path.exists():
+        return f"{what} is not a regular file (a pipe, device or socket)"
+    if path.is_symlink():
+        return f"{what} is a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"{what} not found"
 
 
 def parse_signals_csv(path: Path, label: str | None = None) -> np.ndarray:
@@ -92,18 +105,17 @@ def is_header(cells: list[str]) -> bool:
     return all(cells) and not any(number(c) for c in cells)
 
 
-def write_signals(path: str | Path, signals: np.ndarray) -> Path:
+def write_signals(path: str | Path, signals: np.ndarray, *, flag: str | None = None,
+                  what: str = "the signals") -> Path:
+    """Writes (n, length) signals as a CSV, one per row, atomically (hpo.paths.atomic_write): a
+    failed write (a full disk, a quota) leaves no partial file. With `flag`, such a failure is
+    one line naming the flag and `what`; without, its OSError is raised for the caller's
+    hpo.paths.writing to name."""
     path = Path(path)
-    try:
-        if path.parent != Path():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            for row in signals:
-                writer.writerow([f"{v:.6g}" for v in row])
-    except OSError as e:  # a full disk, a device such as /dev/full, a read-only place
-        raise InputFileError(f"{path}: cannot write the denoised signals ({e.strerror}); "
-                             "choose another --output") from e
+    with atomic_write(path, flag, what) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        for row in signals:
+            writer.writerow([f"{v:.6g}" for v in row])
     return path
 
 

@@ -27,6 +27,7 @@ from hpo.task.model import Denoiser
 from hpo.task.modelfile import FORMAT, load_model, save_model
 from hpo.task.signals import read_signals, write_signals
 from hpo.task.train import predict
+from tests.support.fullfs import FullFs, full_fs_fixture  # noqa: F401 (the full_fs fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -400,3 +401,80 @@ def test_counts_of_one_read_in_the_singular(tmp_path: Path, files: dict[str, Pat
     r = invoke("train", "--epochs", "1", "--hidden-size", "2", "--train-curves", "4",
                "--val-curves", "2", "--test-curves", "2")
     assert r.exit_code == 0 and "(1 epoch, " in r.stdout, r.output
+
+
+# --- a full disk, and inputs and outputs that are not plain files ------------------------------
+
+
+def test_denoise_on_a_full_disk_leaves_no_output_and_the_rerun_needs_no_force(
+        full_fs: FullFs, tmp_path: Path, files: dict[str, Path]) -> None:
+    """The tester's case: a truncated out.csv that then blocked the rerun ("pass --force")."""
+    big = write_signals(tmp_path / "big.csv",
+                        np.random.default_rng(0).normal(size=(1000, 80)).astype(np.float32))
+    full_fs.fill(leave=300 * 1024)
+    out = full_fs.root / "out.csv"
+    r = denoise(files["model"], big, out)
+    assert_one_line_error(r, f"--output {out}")
+    assert "cannot write the denoised signals (No space left on device)" in r.stderr
+    assert full_fs.files() == []
+    full_fs.free()
+    r = denoise(files["model"], big, out)
+    assert r.exit_code == 0, r.output
+    assert read_signals(out).shape == (1000, 80)
+
+
+def test_train_save_on_a_full_disk_names_the_disk_and_leaves_no_file(full_fs: FullFs) -> None:
+    """torch.save fails with "unexpected pos 64 vs 0"; the message says the disk is full."""
+    full_fs.fill(leave=4 * 1024)
+    out = full_fs.root / "m.pt"
+    r = invoke("train", "--epochs", "1", "--hidden-size", "32", "--train-curves", "4",
+               "--val-curves", "2", "--test-curves", "2", "--save", out)
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: --save {out}: cannot write the model file (No space left on "
+                           "device"), r.stderr
+    assert "unexpected pos" not in r.stderr
+    assert full_fs.files() == []
+
+
+def test_a_fifo_as_input_is_named_as_one(tmp_path: Path, files: dict[str, Path]) -> None:
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    r = denoise(files["model"], fifo, tmp_path / "out.csv")
+    assert_one_line_error(r, fifo)
+    assert "not a regular file (a pipe" in r.stderr and "not found" not in r.stderr
+
+
+def test_a_dangling_link_as_output_is_named_as_one(tmp_path: Path,
+                                                   files: dict[str, Path]) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to(tmp_path / "nowhere" / "out.csv")
+    r = denoise(files["model"], files["signals"], link)
+    assert_one_line_error(r, f"--output {link}")
+    assert "symbolic link" in r.stderr and "File exists" not in r.stderr
+
+
+def test_a_model_with_nan_weights_is_refused_before_anything_is_written(
+        tmp_path: Path, files: dict[str, Path]) -> None:
+    blob = torch.load(files["model"], weights_only=True)
+    blob["state_dict"]["head.weight"].fill_(float("nan"))
+    torch.save(blob, tmp_path / "nan.pt")
+    out = tmp_path / "out.csv"
+    r = denoise(tmp_path / "nan.pt", files["signals"], out)
+    assert_one_line_error(r, tmp_path / "nan.pt")
+    assert "(state_dict.head.weight: holds NaN weights)" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("length", -80, "meta.data.length: must be >= 2"),
+    ("x_max", float("nan"), "meta.data.x_max: must be finite"),
+])
+def test_denoise_refuses_damaged_metadata_instead_of_warning_about_it(
+        tmp_path: Path, files: dict[str, Path], field: str, value: object, words: str) -> None:
+    blob = torch.load(files["model"], weights_only=True)
+    blob["meta"]["data"][field] = value
+    torch.save(blob, tmp_path / "bad.pt")
+    r = denoise(tmp_path / "bad.pt", files["signals"], tmp_path / "out.csv")
+    assert_one_line_error(r, tmp_path / "bad.pt")
+    assert words in r.stderr and "trained on" not in r.stderr

@@ -8,13 +8,15 @@ file, a missing parent (created later) and an overwritable file are accepted.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from hpo.errors import HpoError
-from hpo.paths import PathError, check_output, writing
+from hpo.paths import PathError, atomic_write, check_output, writing
+from tests.support.fullfs import FullFs, full_fs_fixture  # noqa: F401 (the full_fs fixture)
 
 not_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                              reason="root may write anywhere; permissions cannot be tested")
@@ -169,11 +171,92 @@ def test_a_write_that_fails_later_is_one_line_naming_the_flag() -> None:
     with pytest.raises(PathError) as info, writing(Path("/dev/full"), "--save"), \
             open("/dev/full", "wb") as f:
         f.write(b"x" * 100_000)
-    assert str(info.value).startswith("--save /dev/full: writing failed (No space left")
+    assert str(info.value).startswith("--save /dev/full: cannot write the file (No space left")
     assert "\n" not in str(info.value)
 
 
 def test_torch_style_write_errors_are_translated_too(tmp_path: Path) -> None:
-    with pytest.raises(PathError, match=r"^--out .*: writing failed \(\[enforce fail\]"), \
+    with pytest.raises(PathError, match=r"^--out .*: cannot write the file \(\[enforce fail\]"), \
             writing(tmp_path / "m.pt", "--out"):
         raise RuntimeError("[enforce fail] open file failed\nstack trace...")
+
+
+def test_a_dangling_link_is_named_as_one(tmp_path: Path) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to(tmp_path / "gone" / "x.csv")
+    text = _refused(link)
+    assert "symbolic link" in text and "does not exist" in text and "File exists" not in text
+
+
+# --- atomic_write: the one way hpo writes a file for the user -------------------------------
+
+
+def test_an_atomic_write_appears_whole_with_open_s_mode(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "out.csv"
+    with atomic_write(out, "--out") as tmp:
+        assert tmp.parent == out.parent and tmp != out
+        tmp.write_text("1,2\n")
+        assert not out.exists()  # nothing at the path until the block completes
+    assert out.read_text() == "1,2\n"
+    assert os.listdir(out.parent) == ["out.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_atomic_write_keeps_the_replaced_file_s_mode_and_writes_through_a_link(
+        tmp_path: Path) -> None:
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    with atomic_write(link, "--out") as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("old")
+    with pytest.raises(ZeroDivisionError), atomic_write(out, "--out") as tmp:
+        tmp.write_text("half")
+        1 / 0  # noqa: B018
+    assert out.read_text() == "old" and os.listdir(tmp_path) == ["out.csv"]
+
+
+def test_a_failed_atomic_write_removes_the_directories_it_made(tmp_path: Path) -> None:
+    with pytest.raises(PathError), atomic_write(tmp_path / "a" / "b" / "m.pt", "--save"):
+        raise OSError(5, "Input/output error")
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_a_flag_the_error_is_raised_as_it_came(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="boom"), atomic_write(tmp_path / "x"):
+        raise OSError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_leaves_no_file_and_says_so(full_fs: FullFs) -> None:
+    full_fs.fill(leave=64 * 1024)
+    out = full_fs.root / "out.csv"
+    with pytest.raises(PathError) as info, atomic_write(out, "--output", "the denoised signals"
+                                                       ) as tmp:
+        tmp.write_bytes(b"1.2345," * 100_000)
+    text = str(info.value)
+    assert text == (f"--output {out}: cannot write the denoised signals (No space left on "
+                    "device); free space or choose another path")
+    assert full_fs.files() == []
+
+
+def test_torch_s_runtime_error_on_a_full_disk_is_put_down_to_the_disk(full_fs: FullFs) -> None:
+    """torch.save says "unexpected pos 64 vs 0"; the disk is asked what happened."""
+    full_fs.fill()
+    out = full_fs.root / "m.pt"
+    with pytest.raises(PathError) as info, atomic_write(out, "--save", "the model file"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    assert str(info.value) == (
+        f"--save {out}: cannot write the model file (No space left on device: the disk holding "
+        f"{full_fs.root} is full); free space or choose another path")
+    assert full_fs.files() == []

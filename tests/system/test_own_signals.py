@@ -39,6 +39,7 @@ from hpo.task.normalize import fit_scale
 from hpo.task.signals import file_digest, read_signals, write_signals
 from hpo.task.source import model_split
 from hpo.task.train import predict
+from tests.support.fullfs import FullFs, full_fs_fixture  # noqa: F401 (the full_fs fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two fixed trials that learn a little in a fraction of a second (lr 0.05).
@@ -423,3 +424,24 @@ def test_the_checks_also_hold_for_a_spec_as_storage_gives_it_back(data_dir: Path
     with pytest.raises(StudyFileError, match="sha256") as e:
         construct(stored, "stored")
     assert "\n" not in str(e.value) and str(data_dir / "clean.csv") in str(e.value)
+
+
+def test_split_on_a_full_disk_names_the_flag_and_leaves_no_partial_file(
+        data_dir: Path, tmp_path: Path, full_fs: FullFs) -> None:
+    """--noisy on a full disk: one line naming --noisy (not --output, not "denoised"), and no
+    partial file. --clean, written first and complete, stays (hpo split writes its files one
+    by one, each atomically)."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    path = study_file(tmp_path, FORMATS["npy"])
+    assert invoke("create", path, "--storage", url).exit_code == 0
+    clean, noisy = tmp_path / "c.csv", full_fs.root / "n.csv"
+    full_fs.fill()
+    r = invoke("split", path.stem, "test", "--storage", url, "--clean", clean, "--noisy", noisy)
+    line = one_line_error(r, f"--noisy {noisy}", "No space left on device")
+    assert "--output" not in line and "denoised" not in line
+    assert full_fs.files() == []
+    full_fs.free()
+    r = invoke("split", path.stem, "test", "--storage", url, "--clean", clean, "--noisy", noisy,
+               "--force")
+    assert r.exit_code == 0, r.output
+    assert read_signals(noisy).shape == read_signals(clean).shape

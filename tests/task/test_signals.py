@@ -3,6 +3,7 @@ and every value must fit float32."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 
 from hpo import resources
 from hpo.errors import InputFileError
-from hpo.task.signals import load_signals_file, read_signals
+from hpo.paths import PathError
+from hpo.task.signals import load_signals_file, read_signals, write_signals
+from tests.support.fullfs import FullFs, full_fs_fixture  # noqa: F401 (the full_fs fixture)
 
 
 def npy_with_header(path: Path, shape: str, data: bytes = b"") -> Path:
@@ -57,3 +60,41 @@ def test_a_value_beyond_float32_is_one_line_not_a_nan(tmp_path: Path, reader: ob
         reader(path)  # type: ignore[operator]
     assert "signal 2, column 2" in str(info.value) and "float32" in str(info.value)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("fifo", "input file is not a regular file (a pipe, device or socket)"),
+    ("dir", "input file is a directory"),
+    ("dangling", "input file is a symbolic link to"),
+    ("missing", "input file not found"),
+])
+def test_an_input_that_is_not_a_file_is_named_for_what_it_is(tmp_path: Path, kind: str,
+                                                             words: str) -> None:
+    path = tmp_path / "in.csv"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(InputFileError) as info:
+        read_signals(path)
+    assert str(info.value).startswith(f"{path}: {words}") and "\n" not in str(info.value)
+
+
+def test_signals_on_a_full_disk_leave_no_partial_file(full_fs: FullFs) -> None:
+    """The tester's case: a truncated CSV, cut mid-number, that then blocked the rerun."""
+    full_fs.fill(leave=100 * 1024)
+    out = full_fs.root / "out.csv"
+    signals = np.random.default_rng(0).normal(size=(500, 80)).astype(np.float32)
+    with pytest.raises(PathError) as info:
+        write_signals(out, signals, flag="--output", what="the denoised signals")
+    assert str(info.value).startswith(f"--output {out}: cannot write the denoised signals (No "
+                                      "space left on device)")
+    assert full_fs.files() == []
+    with pytest.raises(OSError):  # without a flag: raised as it came, for hpo.paths.writing
+        write_signals(out, signals)
+    assert full_fs.files() == []
+    full_fs.free()
+    write_signals(out, signals)
+    assert read_signals(out).shape == (500, 80)
