@@ -101,6 +101,13 @@ def unreadable(e: BaseException) -> str | None:
             kinds.append(getattr(sys.modules[module], name))
     if not isinstance(e, tuple(kinds)) and not _in_optuna_storage(e):
         return None
+    if "hpo.store.damage" in sys.modules:  # a storage was read through Optuna: name the row
+        try:
+            found = sys.modules["hpo.store.damage"].explain(e)
+        except Exception:  # noqa: BLE001 - the diagnosis must not replace the error it explains
+            found = None
+        if found:
+            return str(found)
     reason = first_line(e.__cause__ if e.__cause__ is not None and not str(e) else e)
     what = type(e).__name__ if reason == type(e).__name__ else f"{type(e).__name__}: {reason}"
     return (f"the storage could not be read ({what[:200]}); it may be "

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import signal
 import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
-from hpo.errors import DashboardError
+from hpo.errors import DashboardError, one_line
 from hpo.store.urls import parse, sqlite_path
 
 
@@ -38,12 +40,83 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_app(storage: optuna.storages.BaseStorage, artifact_dir: Path | None) -> Any:
-    """The dashboard's WSGI app; artifacts are viewable only when their directory is given."""
+    """The dashboard's WSGI app; artifacts are viewable only when their directory is given.
+    A study whose stored rows do not read is named at once, one warning line each (its pages
+    will fail), and a failing request is one line on the console, not a traceback."""
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
+    warn_damaged(storage)
     store = FileSystemArtifactStore(artifact_dir) if artifact_dir is not None else None
-    return optuna_dashboard.wsgi(storage, artifact_store=store)
+    return one_line_errors(optuna_dashboard.wsgi(storage, artifact_store=store))
+
+
+def warn_damaged(storage: optuna.storages.BaseStorage) -> list[str]:
+    """One warning line (stderr) per study with a damaged row: its first, with the fix."""
+    from hpo.store import damage, optuna_api, stored
+
+    rdb = optuna_api.rdb_of(storage)
+    if rdb is None:
+        return []
+    first: dict[str, stored.Damage] = {}
+    for d in damage.damage(rdb.engine):
+        first.setdefault(d.study, d)
+    lines = [f"{d.line()}; its dashboard pages will fail until then" for d in first.values()]
+    for line in lines:
+        stored.tolerate(line)
+    return lines
+
+
+class _OneLineLog:
+    """The app's error stream (bottle writes a failing request's traceback there): one line per
+    failing request, its last line (the error), on stderr."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.text: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.text.append(text)
+
+    def writelines(self, lines: Any) -> None:
+        self.text.extend(lines)
+
+    def flush(self) -> None:
+        lines = [ln for ln in "".join(self.text).splitlines() if ln.strip()]
+        self.text = []
+        if lines:
+            sys.stderr.write(f"warning: {one_line(self.where)} failed: {one_line(lines[-1])[:300]}"
+                             "\n")
+            sys.stderr.flush()
+
+
+class _FirstLine(logging.Filter):
+    """optuna-dashboard logs a failing API request's error with its whole traceback: kept to
+    the error's line, so that one failing page is one line on the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage().strip().splitlines()
+        first = one_line(text[0] if text else "")[:300]
+        record.msg = f"warning: a dashboard request failed: {first}"
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_errors(app: Any) -> Any:
+    logger = logging.getLogger("optuna_dashboard._bottle_util")
+    if not any(isinstance(f, _FirstLine) for f in logger.filters):
+        logger.addFilter(_FirstLine())
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        log = _OneLineLog(f"{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}")
+        environ["wsgi.errors"] = log
+        try:
+            return app(environ, start_response)
+        finally:
+            log.flush()
+
+    return wrapped
 
 
 def journal_mode(url: str) -> str | None:

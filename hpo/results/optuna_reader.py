@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
 from hpo.results.records import objective_names, pareto_best, record, with_rescores
-from hpo.store import optuna_api, queries, stored
+from hpo.store import damage, optuna_api, queries, stored
 from hpo.store.attrs import FAIL_REASON_ATTR, INTERRUPTED, SPEC_ATTR
 from hpo.store.studies import load
 
@@ -50,13 +50,40 @@ def open_study(name: str, storage: optuna.storages.BaseStorage
     return study, list(spec.metrics)
 
 
+# What Optuna raises on a stored row it cannot read (hpo.store.damage names the row).
+UNREAD = (ValueError, LookupError, AssertionError, TypeError)
+
+
+def _each_study(storage: optuna.storages.BaseStorage, rdb: optuna.storages.RDBStorage | None,
+                damaged: set[int]) -> list[Any]:
+    """Every study; on SQL storage, when one study's rows do not read, every other study, the
+    damaged one added to `damaged` (Optuna reads them all in one go, and fails on the first)."""
+    try:
+        return list(storage.get_all_studies())
+    except UNREAD:
+        if rdb is None:
+            raise
+    out = []
+    for sid, name in queries.study_ids(rdb):
+        try:
+            out.append(optuna_api.frozen_study(storage, sid, name))
+        except UNREAD:
+            damaged.add(sid)
+        except KeyError:
+            continue  # deleted by someone else while we were listing
+    return out
+
+
 def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One row per study. A study whose stored rows do not read is named in a warning line
+    (stderr), with its first damaged row and the fix; the others are listed as ever."""
     rdb = optuna_api.rdb_of(storage)
-    counts = queries.state_counts_by_study(rdb) if rdb is not None else None
+    damaged: set[int] = set()
+    counts = queries.state_counts_by_study(rdb, damaged=damaged) if rdb is not None else None
     stopped = queries.interrupted_counts(rdb) if rdb is not None else {}
     extremes = queries.value_extremes(rdb) if rdb is not None else None
     out = []
-    for s in storage.get_all_studies():
+    for s in _each_study(storage, rdb, damaged):
         n = {state: 0 for state in TrialState}
         if counts is not None:
             n.update(counts.get(optuna_api.summary_id(s), {}))
@@ -79,10 +106,15 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             else:
                 with contextlib.suppress(ValueError):
                     best = storage.get_best_trial(optuna_api.summary_id(s)).value
+        try:
+            budget = stored.budget(s.study_name, s.user_attrs)
+        except HpoError:
+            damaged.add(optuna_api.summary_id(s))
+            budget = None
         out.append({
             "name": s.study_name,
             "directions": [d.name.lower() for d in s.directions], "metric_names": names,
-            "budget": stored.budget(s.study_name, s.user_attrs),
+            "budget": budget,
             "finished": n[TrialState.COMPLETE] + n[TrialState.PRUNED],
             "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED],
             "running": n[TrialState.RUNNING], "waiting": n[TrialState.WAITING],
@@ -91,6 +123,9 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             "best_values": None if best is None else {names[0]: best},
             "made_by_hpo": SPEC_ATTR in s.user_attrs,
         })
+    if rdb is not None:
+        for sid in sorted(damaged):
+            stored.tolerate(damage.first_damage(rdb.engine, {sid}))
     return out
 
 

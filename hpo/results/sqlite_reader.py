@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hpo.errors import StorageError
 from hpo.results.records import objective_names, pareto_best, record, with_rescores
 from hpo.store import stored
 from hpo.store.attrs import BUDGET_ATTR, FAIL_REASON_ATTR, INTERRUPTED, RESCORE_ATTR, SPEC_ATTR
@@ -128,6 +129,8 @@ def _studies(url: str) -> list[dict[str, Any]]:
             if vtype in INFINITY:
                 lo = hi = INFINITY[vtype]
             extremes.setdefault(sid, []).extend([float(lo), float(hi)])
+    if any(set(c) - set(STATES) for c in counts.values()):
+        raise NotHere("a trial state Optuna does not know")  # Optuna's path names the trial
     out = []
     for sid, name in names:
         n = {s: counts.get(sid, {}).get(s, 0) for s in STATES}
@@ -136,10 +139,14 @@ def _studies(url: str) -> list[dict[str, Any]]:
         best = None
         if len(dirs) == 1 and n["COMPLETE"] and sid in extremes:
             best = max(extremes[sid]) if dirs[0] == "maximize" else min(extremes[sid])
-        a = {k: stored.attr_json(name, k, v) for k, v in attrs.get(sid, {}).items()}
+        try:  # a damaged study: Optuna's path lists the others and names it in a warning
+            a = {k: stored.attr_json(name, k, v) for k, v in attrs.get(sid, {}).items()}
+            budget = stored.budget(name, a)
+        except StorageError as e:
+            raise NotHere(name) from e
         out.append({
             "name": name, "directions": dirs, "metric_names": names,
-            "budget": stored.budget(name, a),
+            "budget": budget,
             "finished": n["COMPLETE"] + n["PRUNED"],
             "complete": n["COMPLETE"], "pruned": n["PRUNED"], "running": n["RUNNING"],
             "waiting": n["WAITING"], "failed": n["FAIL"] - stopped.get(sid, 0),

@@ -233,10 +233,11 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
     file that vanished or was replaced stops the workers as a Ctrl-C would."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"
-                                   "  best {task.fields[best]}"), TimeElapsedColumn(),
+                                   "{task.fields[interrupted]}  best {task.fields[best]}"),
+                        TimeElapsedColumn(),
                         console=console, transient=False, refresh_per_second=2)
     task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
-                             failed=c.failed, best="-")
+                             best="-", **_failures(c))
     asked, killed, tick, best, best_at = False, False, 0, "-", -1
     with progress:
         while True:
@@ -263,11 +264,18 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
                     if c.complete != best_at:
                         best, best_at = _best(study), c.complete
                     progress.update(task, total=c.budget, completed=c.finished,
-                                    running=c.running, failed=c.failed, best=best)
+                                    running=c.running, best=best, **_failures(c))
             if not alive:
                 break
             time.sleep(0.25)
             tick += 1
+
+
+def _failures(c: Counts) -> dict[str, Any]:
+    """Failed and interrupted counted apart, as `hpo studies` counts them: a trial stopped by
+    Ctrl-C did not fail (it is re-queued)."""
+    return {"failed": c.failed - c.interrupted,
+            "interrupted": f"  interrupted {c.interrupted}" if c.interrupted else ""}
 
 
 def _send(procs: list[tuple[subprocess.Popen[bytes], Path]], sig: int) -> None:

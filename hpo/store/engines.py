@@ -29,6 +29,7 @@ from sqlalchemy.exc import NoSuchModuleError
 
 from hpo import env
 from hpo.errors import StorageError, first_line
+from hpo.store import diskfull
 from hpo.store.attrs import ARTIFACT_PREFIX, RETRY_OF_ATTR
 from hpo.store.optuna_api import HeartbeatStorage
 from hpo.store.urls import WHERE, mask, parse, sqlite_path
@@ -88,6 +89,9 @@ def prepare_sqlite(path: Path, create: bool, url: str) -> None:
                     raise
                 time.sleep(random.uniform(0.02, 0.1) * attempt)
     except (OSError, sqlite3.Error) as e:
+        full = diskfull.full_at(path, url, f"{e} {getattr(e, 'strerror', '')}")
+        if full is not None:
+            raise StorageError(full) from e
         raise StorageError(f"storage {mask(url)}: cannot create {path} "
                            f"({getattr(e, 'strerror', None) or e}); choose a writable place "
                            f"({WHERE})") from e
@@ -162,6 +166,13 @@ def _server_keepalive(dbapi_con: Any, _record: Any) -> None:
 # The engines of the storages this process opened. Weak: a storage dropped by its user may go
 # with its engine; one that lingers in a reference cycle keeps its connections open until then.
 _ENGINES: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
+# The storage this process opened last: what a failed read is diagnosed on (hpo.store.queries).
+# A command opens one; in a process that runs many (tests, a notebook) it is the current one's.
+_OPENED: list[URL] = []
+
+
+def opened_urls() -> list[URL]:
+    return list(_OPENED)
 
 
 def close_storages() -> None:
@@ -198,6 +209,7 @@ def open_storage(url: str, *, create: bool = False, heartbeat: bool = True
                 sqlalchemy.event.listen(storage.engine, "connect", _server_keepalive)
                 storage.engine.dispose()  # the connections made while opening lack it
             _ENGINES.add(storage.engine)
+            _OPENED[:] = [u]
             return storage
     except (ImportError, NoSuchModuleError) as e:
         raise StorageError(f"storage {mask(url)}: no driver for this URL ({e}); use "
@@ -245,6 +257,9 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
         return StorageError(f"storage {mask(url)} holds no hpo tables ({msg}); run `hpo search` "
                             f"or `hpo create` with a study file first, or fix {WHERE}")
     if u.get_backend_name() == "sqlite":
+        full = diskfull.full_disk(u, msg)
+        if full is not None:
+            return StorageError(full)
         return StorageError(f"storage {mask(url)}: cannot use {u.database} as a database "
                             f"({msg}); point {WHERE} at an hpo SQLite file")
     return StorageError(f"cannot reach storage {mask(url)}: {msg}; check the host, port, user, "
@@ -252,7 +267,17 @@ def _open_error(url: str, u: URL, e: BaseException) -> StorageError:
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [s.study_name for s in storage.get_all_studies()]
+    """The names alone: Optuna's get_all_studies reads every study's attributes too, and one
+    damaged attribute of any study would fail it."""
+    from hpo.store.optuna_api import models, rdb_of
+
+    rdb = rdb_of(storage)
+    if rdb is None:
+        return [s.study_name for s in storage.get_all_studies()]
+    S = models().StudyModel
+    with rdb.engine.connect() as con:
+        return [name for (name,) in con.execute(
+            sqlalchemy.select(S.study_name).order_by(S.study_id))]
 
 
 def on_read_only_media(path: Path) -> bool:

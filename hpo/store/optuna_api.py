@@ -33,6 +33,8 @@ PRIVATE: tuple[tuple[str, str], ...] = (
     ("optuna.storages._rdb.models", "TrialModel"),
     ("optuna.storages._rdb.models", "TrialValueModel"),
     ("optuna.storages._rdb.models", "TrialValueModel.TrialValueType"),
+    ("optuna.storages._rdb.models", "TrialParamModel"),
+    ("optuna.storages._rdb.models", "TrialIntermediateValueModel"),
     ("optuna.storages._rdb.models", "TrialUserAttributeModel"),
     ("optuna.storages._rdb.models", "TrialSystemAttributeModel"),
     ("optuna.storages._rdb.models", "TrialHeartbeatModel"),
@@ -109,6 +111,15 @@ def lineage_origin(trial: optuna.Trial) -> int:
 def live_trial(study: optuna.Study, tid: int) -> optuna.Trial:
     """A Trial object for a RUNNING trial by id (to upload to it as its own worker would)."""
     return optuna.trial.Trial(study, tid)
+
+
+def frozen_study(storage: optuna.storages.BaseStorage, sid: int, name: str) -> FrozenStudy:
+    """One study as get_all_studies gives it, read on its own (so that another study's damaged
+    rows do not stop it)."""
+    return FrozenStudy(study_name=name, direction=None,
+                       directions=storage.get_study_directions(sid),
+                       user_attrs=storage.get_study_user_attrs(sid),
+                       system_attrs=storage.get_study_system_attrs(sid), study_id=sid)
 
 
 def summary_id(summary: optuna.study.StudySummary | FrozenStudy) -> int:

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from hpo.store import optuna_api
+from hpo.errors import StorageError
+from hpo.store import damage, optuna_api
 from hpo.store.attrs import (
     ARTIFACT_PREFIX,
     DASHBOARD_PREFIX,
@@ -32,19 +33,29 @@ from hpo.store.attrs import (
 ARTIFACT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def state_counts_by_study(rdb: optuna.storages.RDBStorage, sid: int | None = None
-                          ) -> dict[int, dict[TrialState, int]]:
+def state_counts_by_study(rdb: optuna.storages.RDBStorage, sid: int | None = None,
+                          damaged: set[int] | None = None) -> dict[int, dict[TrialState, int]]:
     """Trials per study and state (of one study, given `sid`), counted by the database in one
     grouped query rather than by loading every trial with its params, attrs and intermediate
-    values, as get_trials does."""
+    values, as get_trials does. A state Optuna does not know (damage, another tool) is refused
+    in one line naming the trial, or, given `damaged`, its study is added there and the trial
+    not counted."""
     T = optuna_api.models().TrialModel
-    query = sa.select(T.study_id, T.state, sa.func.count())
+    # As text: Optuna's Enum column raises a LookupError on a state it does not know.
+    state = sa.type_coerce(T.state, sa.String)
+    query = sa.select(T.study_id, state, sa.func.count())
     if sid is not None:
         query = query.where(T.study_id == sid)
     out: dict[int, dict[TrialState, int]] = {}
     with rdb.engine.connect() as con:
-        for study, state, n in con.execute(query.group_by(T.study_id, T.state)):
-            out.setdefault(study, {})[state] = int(n)
+        rows = con.execute(query.group_by(T.study_id, state)).all()
+    for study, name, n in rows:
+        if name not in TrialState.__members__:
+            if damaged is None:
+                raise StorageError(damage.first_damage(rdb.engine, {study}))
+            damaged.add(study)
+            continue
+        out.setdefault(study, {})[TrialState[name]] = int(n)
     return out
 
 
@@ -59,15 +70,42 @@ def _readable(V: Any) -> Any:
     return sa.or_(V.value_type != V.TrialValueType.FINITE, V.value.isnot(None))
 
 
-def interrupted_counts(rdb: optuna.storages.RDBStorage) -> dict[int, int]:
-    """Failed trials per study that were failed because their worker was interrupted (Ctrl-C,
-    SIGTERM): not failures of the trial, and re-queued at once."""
+def study_ids(rdb: optuna.storages.RDBStorage) -> list[tuple[int, str]]:
+    """(id, name) of every study, in the order they were made."""
+    S = optuna_api.models().StudyModel
+    with rdb.engine.connect() as con:
+        return [(sid, name) for sid, name in con.execute(
+            sa.select(S.study_id, S.study_name).order_by(S.study_id))]
+
+
+def study_user_attrs(rdb: optuna.storages.RDBStorage, sid: int
+                     ) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """A study's user attrs, each parsed on its own: (those that read, the raw text of those that
+    are not JSON), where Optuna's study.user_attrs fails on the first one that does not read."""
+    A = optuna_api.models().StudyUserAttributeModel
+    good: dict[str, Any] = {}
+    bad: dict[str, str | None] = {}
+    with rdb.engine.connect() as con:
+        for key, value in con.execute(sa.select(A.key, A.value_json).where(A.study_id == sid)):
+            try:
+                good[key] = json.loads(value)
+            except (ValueError, TypeError):
+                bad[key] = value
+    return good, bad
+
+
+def interrupted_counts(rdb: optuna.storages.RDBStorage, sid: int | None = None
+                       ) -> dict[int, int]:
+    """Failed trials per study (of one study, given `sid`) that were failed because their
+    worker was interrupted (Ctrl-C, SIGTERM): not failures of the trial, and re-queued at once."""
     m = optuna_api.models()
     T, A = m.TrialModel, m.TrialUserAttributeModel
     query = (sa.select(T.study_id, sa.func.count()).join(A, A.trial_id == T.trial_id)
              .where(T.state == TrialState.FAIL, A.key == FAIL_REASON_ATTR,
                     A.value_json.like(f'"{INTERRUPTED}%'))
              .group_by(T.study_id))
+    if sid is not None:
+        query = query.where(T.study_id == sid)
     with rdb.engine.connect() as con:
         return {sid: int(n) for sid, n in con.execute(query)}
 

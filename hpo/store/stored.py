@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import StorageError
+from hpo.errors import StorageError, one_line
 from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 
 if TYPE_CHECKING:
@@ -25,21 +27,63 @@ MAX_BUDGET = 10**9
 RESCORE_FIELDS = ("number", "val_mean", "val_std", "seeds", "val_curves")
 
 
-def _refuse(study: str, key: str, value: Any, want: str) -> StorageError:
+# What a user can do about each damaged study attribute: the budget is written again by
+# `hpo create` (it replaces a value it cannot read); the definition cannot be, trials ran under it.
+RESTORE = "restore the database from a copy"
+FIXES = {
+    BUDGET_ATTR: "set it again with `hpo create STUDY_FILE` (add --trials N to choose it), "
+                 "which replaces the unreadable value",
+    SPEC_ATTR: f"{RESTORE}: hpo will not guess the definition its trials ran under",
+    RESCORE_ATTR: f"run `hpo rescore` again, which rewrites it, or {RESTORE}",
+}
+
+
+def fix_of(key: str) -> str:
+    """What works for a damaged study attribute `key` (a sub-key such as hpo:spec.metrics is
+    its attribute's)."""
+    return FIXES.get(key.split(".", 1)[0], RESTORE)
+
+
+def _shown(value: Any) -> str:
     shown = repr(value)
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    return StorageError(f"study '{study}': its stored {key} = {shown} is not {want}; it was "
-                        "written by another tool or damaged: set it again with hpo (`hpo create "
-                        "STUDY_FILE`), or create the study anew")
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def attr_json(study: str, key: str, value_json: str) -> Any:
+def _refuse(study: str, key: str, value: Any, want: str, fix: str | None = None) -> StorageError:
+    return StorageError(f"study '{study}': its stored {key} = {_shown(value)} is not {want}; it "
+                        f"was written by another tool or damaged: {fix or fix_of(key)}")
+
+
+def attr_json(study: str, key: str, value_json: str | None) -> Any:
     """A stored attribute's JSON text, parsed (the SQLite reader reads the text itself)."""
     try:
-        return json.loads(value_json)
+        return json.loads(value_json)  # type: ignore[arg-type]  # None: refused below
     except (ValueError, TypeError) as e:
         raise StorageError(f"study '{study}': its stored {key} is not JSON ({e}); it was "
-                           "damaged: set it again with hpo, or create the study anew") from e
+                           f"damaged: {fix_of(key)}") from e
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One stored row that Optuna or hpo cannot read (hpo.store.damage finds them):
+    where it is, what is wrong with it, and what the user can do."""
+
+    study: str
+    trial: int | None  # the trial's number; None for a row of the study itself
+    where: str  # e.g. "trial_user_attributes 'seeds'"
+    problem: str  # e.g. "is not JSON (Expecting value...)"
+    fix: str
+
+    def line(self) -> str:
+        who = f"study '{self.study}'" + ("" if self.trial is None else f", trial {self.trial}")
+        return one_line(f"{who}: its stored {self.where} {self.problem}; it was damaged or "
+                        f"written by another tool: {self.fix}")
+
+
+def tolerate(message: str) -> None:
+    """One warning line on stderr for stored data a command reads around (it goes on)."""
+    sys.stderr.write(f"warning: {one_line(message)}\n")
+    sys.stderr.flush()
 
 
 def _whole(value: Any) -> bool:
@@ -103,7 +147,7 @@ def spec(study: str, attrs: Mapping[str, Any]) -> StudySpec:
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise StorageError(f"study '{study}': its stored definition ({SPEC_ATTR}) does not "
                            f"read ({type(e).__name__}: {str(e)[:160]}); it was written by "
-                           "another tool or damaged: create the study anew") from e
+                           f"another tool or damaged: {fix_of(SPEC_ATTR)}") from e
 
 
 def foreign_params(spec_: StudySpec, params: Mapping[str, Any]) -> list[str]:
@@ -133,5 +177,7 @@ def seeds(study: str, number: int, attrs: Mapping[str, Any]) -> list[int]:
     if not isinstance(raw, list) or not raw or not all(
             _whole(s) and 0 <= s < 2**63 for s in raw):
         raise _refuse(study, f"seeds of trial {number}", raw,
-                      "a list of training seeds (whole numbers from 0 to 2**63 - 1)")
+                      "a list of training seeds (whole numbers from 0 to 2**63 - 1)",
+                      f"this trial cannot be retrained with its own seeds; pick another trial, "
+                      f"or {RESTORE}")
     return [int(s) for s in raw]

@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError, StudyMismatchError, first_line
-from hpo.store import heartbeat, optuna_api, queries, stored
+from hpo.store import damage, heartbeat, optuna_api, queries, stored
 from hpo.store.attrs import BUDGET_ATTR, HEARTBEAT_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.store.engines import study_names
 from hpo.store.urls import mask, sqlite_path
@@ -64,6 +64,7 @@ def ensure_study(spec: StudySpec, storage: optuna.storages.BaseStorage,
     is --trials when given, else the file's when the file changed it, else the stored one."""
     if trials is not None:
         check_budget(trials, spec)  # a bad --trials must not leave anything behind
+    damage.note_study(spec.name)
     if spec.name not in study_names(storage):
         rdb = optuna_api.rdb_of(storage)
         assert rdb is not None, "hpo studies live in SQL storage"
@@ -102,11 +103,22 @@ def _write_new(rdb: optuna.storages.RDBStorage, spec: StudySpec, budget: int) ->
          **optuna_api.metric_names_attrs([METRIC_LABELS[m] for m in spec.metrics])}, waiting)
 
 
+def _user_attrs(study: optuna.Study) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """The study's user attrs that read, and the raw text of those that are not JSON."""
+    rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
+    if rdb is None:
+        return dict(study.user_attrs), {}
+    return queries.study_user_attrs(rdb, optuna_api.study_id(study))
+
+
 def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) -> Creation:
-    if study.user_attrs.get(SPEC_ATTR) is None:
+    attrs, unreadable = _user_attrs(study)
+    if SPEC_ATTR in unreadable:
+        stored.attr_json(spec.name, SPEC_ATTR, unreadable[SPEC_ATTR])  # raises, naming it
+    if attrs.get(SPEC_ATTR) is None:
         raise StudyMismatchError(f"study '{spec.name}' exists without an hpo definition; "
                                  "choose another name")
-    old = stored.spec(spec.name, study.user_attrs)
+    old = stored.spec(spec.name, attrs)
     changed = _diff(json.loads(json.dumps(old.fingerprint())),
                     json.loads(json.dumps(spec.fingerprint())))
     if changed:
@@ -119,9 +131,24 @@ def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) ->
                                  f"{spec.directions}; use a new study name")
     if study.metric_names is None:  # a study made before hpo named its objectives
         study.set_metric_names([METRIC_LABELS[m] for m in spec.metrics])
-    current = stored.budget(spec.name, study.user_attrs) or old.trials
+    # A stored budget that does not read is replaced (from --trials, else the file): the budget
+    # is hpo's to set, and this is the command that sets it.
+    damaged: str | None = None
+    if BUDGET_ATTR in unreadable:
+        damaged = repr(unreadable[BUDGET_ATTR])
+    else:
+        try:
+            stored.budget(spec.name, attrs)
+        except StorageError:
+            damaged = repr(attrs[BUDGET_ATTR])
+    current = old.trials if damaged is not None else stored.budget(spec.name, attrs) or old.trials
     message = None
-    if trials is not None:
+    if damaged is not None:
+        budget = trials if trials is not None else spec.trials
+        message = (f"study '{spec.name}': its stored {BUDGET_ATTR} = {damaged[:80]} could not be "
+                   f"read; replaced it with {budget} trials (from "
+                   f"{'--trials' if trials is not None else 'the study file'})")
+    elif trials is not None:
         budget = trials
     elif spec.trials != old.trials:
         budget = spec.trials  # the file's budget was edited: apply it
@@ -131,7 +158,9 @@ def _check_existing(study: optuna.Study, spec: StudySpec, trials: int | None) ->
             message = (f"budget stays {budget} trials (set earlier with --trials); the file says "
                        f"{spec.trials}: pass --trials to change it")
     check_budget(budget, spec)
-    if budget != current:
+    if damaged is not None:
+        study.set_user_attr(BUDGET_ATTR, budget)
+    elif budget != current:
         message = f"budget changed from {current} to {budget} trials"
         study.set_user_attr(BUDGET_ATTR, budget)
     if (old.trials, old.description) != (spec.trials, spec.description):
@@ -152,6 +181,7 @@ def load(name: str, storage: optuna.storages.BaseStorage, *,
          sampler: optuna.samplers.BaseSampler | None = None,
          pruner: optuna.pruners.BasePruner | None = None) -> tuple[optuna.Study, StudySpec]:
     """Loads an hpo study; an unknown name gets an error listing the existing ones."""
+    damage.note_study(name)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                                   pruner=pruner)
@@ -171,8 +201,9 @@ class Counts:
     pruned: int
     running: int
     waiting: int
-    failed: int
+    failed: int  # the interrupted ones included: Optuna's FAIL
     budget: int
+    interrupted: int = 0  # failed because their worker was stopped (Ctrl-C), and re-queued
 
     @property
     def finished(self) -> int:
@@ -201,15 +232,18 @@ def counts(study: optuna.Study) -> Counts:
     """Asked under the budget lock before every claim and by the progress bar every second: a
     grouped count in the database, which costs the same with 10 trials or 10,000."""
     rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
+    interrupted = 0
     if rdb is not None:
         by_state = queries.state_counts(rdb, optuna_api.study_id(study))
+        interrupted = sum(queries.interrupted_counts(rdb, optuna_api.study_id(study)).values())
     else:
         by_state = dict.fromkeys(TrialState, 0)
         for t in study.get_trials(deepcopy=False):
             by_state[t.state] += 1
     return Counts(by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED],
                   by_state[TrialState.RUNNING], by_state[TrialState.WAITING],
-                  by_state[TrialState.FAIL], stored.budget(study.study_name, study.user_attrs) or 0)
+                  by_state[TrialState.FAIL], stored.budget(study.study_name, study.user_attrs) or 0,
+                  interrupted)
 
 
 @contextlib.contextmanager

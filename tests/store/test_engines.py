@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from hpo.errors import StorageError
-from hpo.store.engines import open_storage
+from hpo.store.engines import close_storages, open_storage
 from hpo.store.urls import mask, parse
+from tests.support.fullfs import FullFs, full_fs_fixture  # noqa: F401 (the full_fs fixture)
 
 RACER = """
 import sys, time
@@ -87,3 +88,27 @@ def test_passwords_never_printed() -> None:
     assert "secret" not in mask("mysql://root:secret@127.0.0.1:3306/test")
     assert mask("::nonsense::") == "<unparseable storage URL>"
     assert parse("postgresql://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_a_full_disk_is_named_as_such_when_creating_and_when_reading(full_fs: FullFs) -> None:
+    """SQLite says "disk I/O error" (it cannot make its -shm) or "database or disk is full";
+    hpo names the full disk and the fix instead of blaming the file."""
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    url = f"sqlite:///{full_fs.root / 'hpo.db'}"
+    smoke = str(Path(__file__).resolve().parents[2] / "studies" / "smoke.toml")
+    full_fs.fill()
+    r = CliRunner().invoke(app, ["create", smoke, "--storage", url])
+    assert r.exit_code == 2 and full_fs.files() == [], (r.output, full_fs.files())
+    assert f"the disk holding {full_fs.root / 'hpo.db'} is full" in r.stderr, r.stderr
+    full_fs.free()
+    assert CliRunner().invoke(app, ["create", smoke, "--storage", url]).exit_code == 0
+    close_storages()  # as `hpo` does when a command ends: the -wal and -shm files go
+    full_fs.fill()
+    for options in ("", "?timeout=30"):  # the SQLite reader, and Optuna's path
+        r = CliRunner().invoke(app, ["studies", "--storage", url + options])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1, r.output
+        assert "is full" in lines[0] and "free space on it" in lines[0], lines

@@ -112,3 +112,22 @@ def test_budgets_are_applied_or_reported(storage_url: str, study_file: Callable[
     assert budget == 12 and "from 10 to 12" in said
     budget, said = create()  # the file did not change since: --trials' budget stays, reported
     assert budget == 12 and "stays 12" in said and "the file says 10" in said
+
+
+def test_interrupted_trials_are_counted_apart_from_failed_ones(
+        storage_url: str, study_file: Callable[..., Path]) -> None:
+    """As `hpo studies` counts them: the search's progress shows `failed` without the trials a
+    Ctrl-C stopped (they are re-queued, not failures)."""
+    from hpo.run.supervisor import _failures
+    from hpo.store.attrs import FAIL_REASON_ATTR, INTERRUPTED
+    from hpo.store.studies import counts
+
+    spec = load_study_file(study_file())
+    study = ensure_study(spec, open_storage(storage_url, create=True, heartbeat=False)).study
+    for reason in (f"{INTERRUPTED} by SIGINT", "diverged", f"{INTERRUPTED} by SIGTERM"):
+        t = study.ask()
+        t.set_user_attr(FAIL_REASON_ATTR, reason)
+        study.tell(t, state=TrialState.FAIL)
+    c = counts(study)
+    assert (c.failed, c.interrupted) == (3, 2)
+    assert _failures(c) == {"failed": 1, "interrupted": "  interrupted 2"}

@@ -91,9 +91,9 @@ COMMANDS = (["studies"], ["studies", "--json"], ["best", "made", "--json"],
 
 
 @pytest.mark.parametrize("key,value,words", [
-    (BUDGET_ATTR, '"many"', "hpo:budget = 'many' is not a number of trials"),
-    (BUDGET_ATTR, "true", "hpo:budget = True"),
-    (BUDGET_ATTR, "{not json", "hpo:budget is not JSON"),
+    (BUDGET_ATTR, '"many"', "'hpo:budget' = 'many' is not a number of trials"),
+    (BUDGET_ATTR, "true", "'hpo:budget' = True"),
+    (BUDGET_ATTR, "{not json", "'hpo:budget' = '{not json' is not JSON"),
     (RESCORE_ATTR, '{"0": {"val_mean": "high"}}', "hpo:rescored"),
     (SPEC_ATTR, json.dumps({"metrics": ["val_removed"], "name": "made", "trials": 4,
                             "space": [], "future_key": 1}), "'future_key'"),
