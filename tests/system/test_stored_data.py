@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -143,7 +143,8 @@ raw_text = st.text(max_size=12) | st.binary(max_size=12).map(lambda b: b.decode(
 
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(where=st.sampled_from(["study attr", "trial attr", "param", "value", "page"]),
+@given(where=st.sampled_from(["study attr", "trial attr", "param", "value", "page", "state",
+                              "distribution", "direction"]),
        key=st.sampled_from([SPEC_ATTR, BUDGET_ATTR, RESCORE_ATTR, "learning_curve", "seeds"]),
        value=json_values, text=raw_text, as_text=st.booleans(), offset=st.integers(0, 10**6))
 def test_mutated_stored_data_is_read_or_refused_in_one_line(
@@ -162,13 +163,19 @@ def test_mutated_stored_data_is_read_or_refused_in_one_line(
         table, column = {"study attr": ("study_user_attributes", "value_json"),
                          "trial attr": ("trial_user_attributes", "value_json"),
                          "param": ("trial_params", "param_value"),
-                         "value": ("trial_values", "value")}[where]
+                         "value": ("trial_values", "value"),
+                         "state": ("trials", "state"),
+                         "distribution": ("trial_params", "distribution_json"),
+                         "direction": ("study_directions", "direction")}[where]
         with contextlib.closing(sqlite3.connect(d / "hpo.db")) as con:
             if where in ("study attr", "trial attr"):
                 con.execute(f"UPDATE {table} SET {column} = ? WHERE key = ?", (stored_text, key))
             else:
-                con.execute(f"UPDATE {table} SET {column} = ?", (value if not isinstance(
-                    value, list | dict) else stored_text,))
+                try:
+                    con.execute(f"UPDATE {table} SET {column} = ?", (
+                        stored_text if as_text or isinstance(value, list | dict) else value,))
+                except (sqlite3.IntegrityError, OverflowError):  # NOT NULL, or beyond 64 bits
+                    assume(False)
             con.commit()
     for argv in COMMANDS:
         one_line_or_ok(run(d, *argv))
