@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer >= 0.2x vendors click here
 
-from hpo import env
+from hpo import env, resources
 from hpo.errors import HpoError, first_line, one_line, undecodable
 
 # emoji=False: rich turns ':smile:' into an emoji even in escaped text, and a message quoting a
@@ -199,7 +199,14 @@ def emit_json(obj: Any) -> None:
 
 
 def threads_or_env(flag: int | None) -> int:
-    return flag if flag is not None else env.threads()
+    """--threads, else $HPO_THREADS, else 1; at most one per usable core (a warning line says
+    so). Ask once per command: each call warns."""
+    threads = flag if flag is not None else env.threads()
+    allowed, capped = resources.thread_cap(threads, f"--threads {threads}" if flag is not None
+                                           else f"{env.THREADS.name}={threads}")
+    if capped:
+        warn(capped)
+    return allowed
 
 
 def _text(value: str | None) -> str | None:

@@ -105,7 +105,8 @@ def search(
     """Run a parallel search: create the study once, start workers, show progress."""
     spec = load_study_file(study_file)  # every check that needs no storage comes first
     workers, capped = resources.worker_cap(workers, memory_estimate(spec).bytes)
-    resources.check_threads(workers, threads_or_env(threads))
+    threads = threads_or_env(threads)
+    resources.check_threads(workers, threads)
     check_logs(log_dir(resolve_url(storage)), spec.name, workers)  # before the study is made
     url, c = _create(spec, storage, trials)
     done = counts(c.study)
@@ -118,7 +119,7 @@ def search(
     if capped:
         warn(capped)
     console = Console(stderr=True, emoji=False)
-    outcome = supervise(c.study, url, workers, threads_or_env(threads), log_dir(url), timeout,
+    outcome = supervise(c.study, url, workers, threads, log_dir(url), timeout,
                         console)
     if outcome.lost is not None:  # never "finished": what it would count is not stored
         say_error(outcome.lost)

@@ -478,3 +478,30 @@ def test_denoise_refuses_damaged_metadata_instead_of_warning_about_it(
     r = denoise(tmp_path / "bad.pt", files["signals"], tmp_path / "out.csv")
     assert_one_line_error(r, tmp_path / "bad.pt")
     assert words in r.stderr and "trained on" not in r.stderr
+
+
+def test_threads_are_capped_at_one_per_usable_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tester's `--threads 1024` on 2 cores ran 2,048 threads for 9 minutes: a process gets
+    at most one torch thread per core it may run on, and a warning line says so."""
+    from hpo import resources
+
+    monkeypatch.setattr(resources, "usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        for argv, env_threads, said in (
+                (["--threads", "1024"], None, "--threads 1024: using 2 threads, one per core"),
+                ([], "64", "HPO_THREADS=64: using 2 threads, one per core")):
+            if env_threads is not None:
+                monkeypatch.setenv("HPO_THREADS", env_threads)
+            torch.set_num_threads(1)
+            r = invoke("train", *argv, "--epochs", "1", "--hidden-size", "4", "--train-curves",
+                       "10", "--json")
+            assert r.exit_code == 0, r.output
+            assert torch.get_num_threads() == 2  # what the training ran with
+            warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+            assert len(warnings) == 1 and said in warnings[0], r.stderr
+        r = invoke("train", "--threads", "2", "--epochs", "1", "--hidden-size", "4",
+                   "--train-curves", "10", "--json")
+        assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+    finally:
+        torch.set_num_threads(before)
