@@ -152,8 +152,12 @@ def artifacts() -> str | None:
 
 
 def cache_dir() -> Path:
-    value = raw(CACHE_DIR) or os.environ.get("XDG_CACHE_HOME")
-    return Path(value).expanduser() / "hpo" if value else Path.home() / ".cache" / "hpo"
+    from hpo.paths import expand_home
+
+    value, name = raw(CACHE_DIR), CACHE_DIR.name
+    if not value:
+        value, name = os.environ.get("XDG_CACHE_HOME"), "XDG_CACHE_HOME"
+    return Path(expand_home(value, name)) / "hpo" if value else Path.home() / ".cache" / "hpo"
 
 
 PICTURE_CHOICES = ("top", "all", "none")

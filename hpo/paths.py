@@ -183,3 +183,17 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def expand_home(path: str, what: str) -> str:
+    """`~` and `~user` expanded as a shell would, for every path hpo takes (storage, artifacts,
+    cache, data files); a user this machine does not know is one line naming `what` (Python's
+    Path.expanduser raises a RuntimeError there, os.path's keeps the `~` as a directory name)."""
+    if not path.startswith("~"):
+        return path
+    out = os.path.expanduser(path)
+    if out.startswith("~"):
+        user = path[1:].split("/", 1)[0]
+        raise PathError(f"{what} {path}: this machine has no user {user!r} whose home `~{user}` "
+                        "would be; give the full path")
+    return out

@@ -31,6 +31,7 @@ from hpo.cli.common import (
 )
 from hpo.env import resolve_url
 from hpo.errors import HpoError, first_line
+from hpo.results.artifacts import resolve_dir
 from hpo.results.optuna_reader import best_trials, names_of, trial_record
 from hpo.results.records import trials_table
 from hpo.run.supervisor import check_logs, log_dir, supervise
@@ -108,6 +109,7 @@ def search(
     threads = threads_or_env(threads)
     resources.check_threads(workers, threads)
     check_logs(log_dir(resolve_url(storage)), spec.name, workers)  # before the study is made
+    resolve_dir(None, resolve_url(storage))  # the workers' artifact directory, as they will
     url, c = _create(spec, storage, trials)
     done = counts(c.study)
     if done.done:  # nothing to run: say so and start no worker (the warm ones end unused)

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import env
 from hpo.env import DEFAULT_DIR
 from hpo.errors import ArtifactError, HpoError, one_line
+from hpo.paths import expand_home
 from hpo.store import optuna_api, queries
 from hpo.store.attrs import ARTIFACT_ERROR_ATTR, ARTIFACT_PREFIX, PRUNE_ATTR, dashboard_trial
 from hpo.store.queries import ARTIFACT_ID
@@ -43,7 +44,9 @@ def resolve_dir(flag: str | None, storage_url: str | None) -> Path | None:
     """The artifact directory for this storage (absolute), or None when uploads are off."""
     value = flag or env.artifacts()
     if value:
-        return None if value.strip().lower() in OFF else Path(value).expanduser().resolve()
+        if value.strip().lower() in OFF:
+            return None
+        return Path(expand_home(value, "--artifacts" if flag else env.ARTIFACTS.name)).resolve()
     db = sqlite_path(parse(storage_url)) if storage_url else None
     if db is not None:
         return db.expanduser().resolve().parent / "artifacts"

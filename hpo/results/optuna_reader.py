@@ -108,6 +108,9 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
                     best = storage.get_best_trial(optuna_api.summary_id(s)).value
         try:
             budget = stored.budget(s.study_name, s.user_attrs)
+            if SPEC_ATTR in s.user_attrs:
+                stored.check_directions(s.study_name, stored.spec(s.study_name, s.user_attrs),
+                                        [d.name.lower() for d in s.directions])
         except HpoError:
             damaged.add(optuna_api.summary_id(s))
             budget = None

@@ -261,7 +261,7 @@ def trials_table(title: str, records: list[dict[str, Any]], metrics: list[str],
     which set each value's rounding, `names` its objective names (objective_names). Without
     them, the names hpo gives the metrics when it creates a study."""
     if names is None:
-        from hpo.study.spec import METRIC_LABELS  # numpy: only the callers that have it
+        from hpo.study.metrics import METRIC_LABELS
 
         names = [METRIC_LABELS.get(m, m) for m in metrics]
     return TrialsTable(title, records, metrics, names)

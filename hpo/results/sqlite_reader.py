@@ -29,6 +29,7 @@ from hpo.errors import StorageError
 from hpo.results.records import objective_names, pareto_best, record, with_rescores
 from hpo.store import stored
 from hpo.store.attrs import BUDGET_ATTR, FAIL_REASON_ATTR, INTERRUPTED, RESCORE_ATTR, SPEC_ATTR
+from hpo.study.metrics import directions as metric_directions
 
 SCHEMA_REVISION = "v3.2.0.a"  # alembic's head in Optuna 5.0; the contract test compares
 # Only a plain file URL: options, escapes, `~`, white space or control characters are left to
@@ -134,7 +135,7 @@ def _studies(url: str) -> list[dict[str, Any]]:
     out = []
     for sid, name in names:
         n = {s: counts.get(sid, {}).get(s, 0) for s in STATES}
-        dirs = directions[sid]
+        dirs = directions.get(sid, [])
         names = objective_names(metric_names.get(sid), len(dirs))
         best = None
         if len(dirs) == 1 and n["COMPLETE"] and sid in extremes:
@@ -142,6 +143,8 @@ def _studies(url: str) -> list[dict[str, Any]]:
         try:  # a damaged study: Optuna's path lists the others and names it in a warning
             a = {k: stored.attr_json(name, k, v) for k, v in attrs.get(sid, {}).items()}
             budget = stored.budget(name, a)
+            if SPEC_ATTR in a and dirs != metric_directions(stored.metrics(name, a)):
+                raise StorageError(name)  # damaged directions
         except StorageError as e:
             raise NotHere(name) from e
         out.append({
@@ -177,6 +180,8 @@ def _best(url: str, name: str, top: int
         if SPEC_ATTR not in attrs:
             raise NotHere(name)  # not hpo's: Optuna's path says so
         metrics = stored.metrics(name, attrs)
+        if [d.lower() for d in dirs] != metric_directions(metrics):
+            raise NotHere(name)  # damaged directions: Optuna's path names them
         found = con.execute("SELECT value_json FROM study_system_attributes WHERE study_id = ? "
                             "AND key = ?", (sid, METRIC_NAMES_KEY)).fetchone()
         names = objective_names(None if found is None else json.loads(found[0]), len(dirs))

@@ -18,6 +18,7 @@ from hpo.errors import StorageError, first_line
 from hpo.store import diskfull, engines, optuna_api, stored
 from hpo.store.attrs import BUDGET_ATTR, SPEC_ATTR
 from hpo.store.urls import sqlite_path
+from hpo.study.metrics import directions as metrics_directions
 
 # The studies this process loaded (hpo.store.studies notes them): a failed read names their
 # damage first.
@@ -69,6 +70,28 @@ def statement(engine: sa.engine.Engine, *statements: Any) -> str:
     return f'`{sql}` on the database'
 
 
+def _directions(engine: sa.engine.Engine, D: Any, sid: int, spec_json: Any,
+                have: dict[int, tuple[int, str]], add: Any) -> None:
+    """A study's direction rows against its definition's metrics: a row deleted or flipped by
+    another tool would rank its worst trial best."""
+    try:
+        metrics = json.loads(spec_json).get("metrics")
+        want = [d.upper() for d in metrics_directions(metrics)]
+    except Exception:  # noqa: BLE001 - an unreadable definition is named on its own
+        return
+    for objective, direction in enumerate(want):
+        pk, got = have.get(objective, (None, None))
+        if got == direction:
+            continue
+        repair = (sa.insert(D).values(study_id=sid, objective=objective, direction=direction)
+                  if pk is None else
+                  sa.update(D).where(D.c.study_direction_id == pk).values(direction=direction))
+        add(sid, None, f"study_directions direction of objective {objective}",
+            "is missing" if got is None else f"is {_shown(got)}",
+            f"its definition says {direction} {metrics[objective]}; set it back "
+            f"({statement(engine, repair)}), or {stored.RESTORE}")
+
+
 def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
            ) -> list[stored.Damage]:
     """Every row of these studies (all, when None) that Optuna or hpo cannot read back, in the
@@ -101,12 +124,17 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
             found.append((sid, -1 if number is None else number,
                           stored.Damage(names.get(sid, f"#{sid}"), number, where, problem, fix)))
 
-        for sid, direction in con.execute(of(sa.select(
-                D.c.study_id, sa.type_coerce(D.c.direction, text)),
-                D.c.study_id)):
+        stored_dirs: dict[int, dict[int, tuple[int, str]]] = {}
+        for pk, sid, objective, direction in con.execute(of(sa.select(
+                D.c.study_direction_id, D.c.study_id, D.c.objective,
+                sa.type_coerce(D.c.direction, text)), D.c.study_id)):
+            stored_dirs.setdefault(sid, {})[objective] = (pk, direction)
             if direction not in StudyDirection.__members__:
                 add(sid, None, "study_directions direction",
                     f"is {_shown(direction)}, not a direction Optuna knows", restore)
+        for sid, value in con.execute(of(sa.select(SU.c.study_id, SU.c.value_json)
+                                         .where(SU.c.key == SPEC_ATTR), SU.c.study_id)):
+            _directions(engine, D, sid, value, stored_dirs.get(sid, {}), add)
         for table, kind in ((SU, "study_user_attributes"), (SS, "study_system_attributes")):
             pkc = table.c[f"{kind[:-len('attributes')]}attribute_id"]
             for pk, sid, key, value in con.execute(of(sa.select(

@@ -110,6 +110,17 @@ def interrupted_counts(rdb: optuna.storages.RDBStorage, sid: int | None = None
         return {sid: int(n) for sid, n in con.execute(query)}
 
 
+def silent_running(rdb: optuna.storages.RDBStorage, study_id: int) -> list[int]:
+    """RUNNING trials with no heartbeat row at all: hpo's storage gives every trial its first
+    beat as it starts, so these were started by a client that sends none (plain Optuna's ask)."""
+    m = optuna_api.models()
+    T, H = m.TrialModel, m.TrialHeartbeatModel
+    query = (sa.select(T.trial_id).outerjoin(H, H.trial_id == T.trial_id)
+             .where(T.study_id == study_id, T.state == TrialState.RUNNING, H.trial_id.is_(None)))
+    with rdb.engine.connect() as con:
+        return [tid for (tid,) in con.execute(query)]
+
+
 def heartbeat_ages(rdb: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:
     """Seconds since each RUNNING trial's last heartbeat (trial id -> age), by the database's
     clock: the clock every process judges staleness by."""

@@ -172,6 +172,13 @@ def fail_stale(study: optuna.Study, storage: optuna.storages.RDBStorage, *,
     report = StaleReport()
     sid = optuna_api.study_id(study)
     beats = storage.heartbeat_interval is not None  # a storage opened without: no stale ids
+    if beats:
+        # A trial another client started and never beats for would hold its place in the
+        # budget for ever (workers wait for it): its first beat is given now, by the database's
+        # clock, and the study's grace period then judges it as it judges every trial.
+        for tid in queries.silent_running(storage, sid):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.record_heartbeat(tid)
     stale = set(optuna_api.stale_trial_ids(storage, sid)) if beats else set()
     if not stale and not judge_pids:
         return report

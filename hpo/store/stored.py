@@ -150,6 +150,19 @@ def spec(study: str, attrs: Mapping[str, Any]) -> StudySpec:
                            f"another tool or damaged: {fix_of(SPEC_ATTR)}") from e
 
 
+def check_directions(study: str, spec_: StudySpec, stored: list[str]) -> None:
+    """The study's stored directions (lower case, by objective) are its definition's: a row
+    deleted or flipped by another tool would rank the worst trial best, or fail deep inside a
+    command."""
+    want = spec_.directions
+    if stored != want:
+        metrics = ", ".join(f"{d} {m}" for d, m in zip(want, spec_.metrics, strict=True))
+        raise StorageError(f"study '{study}': its stored directions {stored} are not its "
+                           f"definition's ({metrics}); they were damaged or written by another "
+                           f"tool: {RESTORE}, or set them back (`hpo studies` prints the "
+                           "statement)")
+
+
 def foreign_params(spec_: StudySpec, params: Mapping[str, Any]) -> list[str]:
     """What keeps hpo from training a trial's parameters as its study would: a name the study
     does not search or lacks (another client told or enqueued it), or a value outside the

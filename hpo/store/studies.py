@@ -28,7 +28,8 @@ from hpo.store import damage, heartbeat, optuna_api, queries, stored
 from hpo.store.attrs import BUDGET_ATTR, HEARTBEAT_ATTR, SPEC_ATTR, SUMMARY_ATTR
 from hpo.store.engines import study_names
 from hpo.store.urls import mask, sqlite_path
-from hpo.study.spec import METRIC_LABELS, StudySpec
+from hpo.study.metrics import METRIC_LABELS
+from hpo.study.spec import StudySpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -191,6 +192,7 @@ def load(name: str, storage: optuna.storages.BaseStorage, *,
         raise StorageError(f"no study named '{name}' in this storage; existing studies: "
                            f"{listing}") from None
     spec = stored.spec(name, study.user_attrs)
+    stored.check_directions(name, spec, [d.name.lower() for d in study.directions])
     heartbeat.apply(study, storage)  # staleness judged by the study's contract, not ours
     return study, spec
 

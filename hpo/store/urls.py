@@ -11,7 +11,6 @@ URL is shown: every credential hidden, in any form.
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 from collections.abc import MutableMapping
@@ -22,7 +21,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SAWarning
 
 from hpo import env
-from hpo.errors import StorageError, one_line
+from hpo.errors import HpoError, StorageError, one_line
+from hpo.paths import expand_home
 
 WHERE = f"--storage or {env.STORAGE.name}"  # where a storage URL comes from, for every message
 DIALECTS = {"sqlite", "postgresql", "mysql", "mariadb"}
@@ -101,7 +101,10 @@ def parse(url: str) -> URL:
                                f"end or control characters (perhaps percent-encoded); rename "
                                f"it ({WHERE})")
         if u.database.startswith("~"):  # the same file for the database, logs and artifacts
-            u = u.set(database=os.path.expanduser(u.database))
+            try:
+                u = u.set(database=expand_home(u.database, f"storage URL {mask(url)}:"))
+            except HpoError as e:
+                raise StorageError(f"{e} ({WHERE})") from None
     u = u.set(drivername=DEFAULT_DRIVERS.get(u.drivername, u.drivername))
     check_options(u, url)
     return u

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import InputFileError, StudyFileError
+from hpo.paths import expand_home
 from hpo.study.construct import fail
 from hpo.study.spec import FILE_KEY
 from hpo.task.datafile import STUDY_KEYS, FileData
@@ -29,7 +30,7 @@ DATA_KEYS: dict[str, type] = {"seed": int, "train": int, "val": int, "test": int
 def resolve(path: str, base: Path) -> str:
     """An absolute path: `~` expanded, relative to `base`, normalized (symlinks kept, so that a
     path through a shared mount reads the same on every host)."""
-    return os.path.normpath(os.path.join(base.absolute(), os.path.expanduser(path)))
+    return os.path.normpath(os.path.join(base.absolute(), expand_home(path, "data file")))
 
 
 def data_table(d: dict[str, Any], searched: Collection[str], src: str, base: Path

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpo.errors import plural
-from hpo.study.spec import METRIC_LABELS, TUNABLE, StudySpec
+from hpo.study.metrics import METRIC_LABELS
+from hpo.study.spec import TUNABLE, StudySpec
 from hpo.task.baselines import Baseline, compute_baselines
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig

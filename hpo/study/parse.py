@@ -29,7 +29,8 @@ from hpo.study.construct import (
     fail,
 )
 from hpo.study.datatable import DATA_KEYS, data_table
-from hpo.study.spec import METRICS, TUNABLE, Param, StudySpec
+from hpo.study.metrics import METRICS
+from hpo.study.spec import TUNABLE, Param, StudySpec
 from hpo.study.strategies import MAX_STEP, PrunerSpec, SamplerSpec
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hpo.study.metrics import METRICS, directions
 from hpo.study.strategies import PrunerSpec, SamplerSpec
 from hpo.task.config import TrainConfig
 from hpo.task.curves import DataConfig
@@ -34,10 +35,6 @@ TUNABLE: dict[str, type] = {
 DATA_FIELDS = {"seed": "seed", "train": "n_train", "val": "n_val", "test": "n_test",
                "noise_ratio": "noise_ratio", "fresh": "fresh"}
 FILE_KEY = "file"  # the stored `data` key of a study on the user's own signals
-# What a trial measures, each with its direction and its unit (the dashboard's axis label).
-METRICS = {"val_removed": "maximize", "train_seconds": "minimize"}
-METRIC_LABELS = {"val_removed": "% noise removed on validation",
-                 "train_seconds": "training seconds per seed"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class StudySpec:
 
     @property
     def directions(self) -> list[str]:
-        return [METRICS[m] for m in self.metrics]
+        return directions(self.metrics)
 
     def file_data(self) -> FileData | None:
         """The user's files this study trains on; None for the synthetic curves."""

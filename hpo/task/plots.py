@@ -18,7 +18,7 @@ import numpy as np
 CURVES = (0, 1, 2)
 COLORS = {"clean": "#2b7bba", "noisy": "#9a9a9a", "denoised": "#d9480f", "loss": "#6b4fbb"}
 # The learning curve's axis names the objective with its unit, in the words the dashboard uses
-# for it (hpo.study.spec.METRIC_LABELS["val_removed"], the study's metric name; a test keeps
+# for it (hpo.study.metrics.METRIC_LABELS["val_removed"], the study's metric name; a test keeps
 # the two equal: this package sits below hpo.study and cannot import it).
 VAL_LABEL = "% noise removed on validation"
 LOSS_LABEL = "training MSE (log10)"

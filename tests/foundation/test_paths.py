@@ -260,3 +260,34 @@ def test_torch_s_runtime_error_on_a_full_disk_is_put_down_to_the_disk(full_fs: F
         f"--save {out}: cannot write the model file (No space left on device: the disk holding "
         f"{full_fs.root} is full); free space or choose another path")
     assert full_fs.files() == []
+
+
+def test_a_home_of_a_user_this_machine_does_not_know_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~nosuchuser/x` made Path.expanduser raise a RuntimeError (a traceback in the worker,
+    the dashboard, prune and baselines) and a search create its study before its workers
+    died of it. Every path variable and the storage URL say it in one line, before anything
+    is written."""
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+    from hpo.paths import expand_home
+
+    assert expand_home("~/x", "v") == str(Path.home() / "x")
+    assert expand_home("/a/~b", "v") == "/a/~b"
+    with pytest.raises(PathError, match=r"^HPO_X ~nosuchuser/x: this machine has no user "
+                                        r"'nosuchuser'"):
+        expand_home("~nosuchuser/x", "HPO_X")
+    smoke = str(Path(__file__).resolve().parents[2] / "studies" / "smoke.toml")
+    db = tmp_path / "hpo.db"
+    for variable, argv in (("HPO_ARTIFACTS", ["search", smoke, "--storage", f"sqlite:///{db}"]),
+                           ("HPO_CACHE_DIR", ["baselines"]),
+                           ("HPO_STORAGE", ["studies"])):
+        value = "sqlite:///~nosuchuser/h.db" if variable == "HPO_STORAGE" else "~nosuchuser/x"
+        monkeypatch.setenv(variable, value)
+        r = CliRunner().invoke(app, argv)
+        monkeypatch.delenv(variable)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and "no user 'nosuchuser'" in lines[0], (
+            variable, r.output)
+    assert not db.exists()  # the search refused before it made its study

@@ -41,9 +41,9 @@ from hpo.results.dashboard import journal_mode, make_app
 from hpo.run import objective
 from hpo.store.engines import open_storage
 from hpo.store.studies import create_study, load, make_sampler
+from hpo.study.metrics import METRIC_LABELS
 from hpo.study.note import study_note
 from hpo.study.parse import load_study_file
-from hpo.study.spec import METRIC_LABELS
 from hpo.task.modelfile import load_model
 from hpo.task.plots import VAL_LABEL, trial_png
 

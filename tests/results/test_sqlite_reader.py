@@ -32,6 +32,7 @@ from hpo.results.records import SUMMARY_ATTRS, strict
 from hpo.store import optuna_api
 from hpo.store.attrs import BUDGET_ATTR, RESCORE_ATTR, SPEC_ATTR
 from hpo.store.engines import open_storage
+from hpo.study.metrics import directions as metric_directions
 from hpo.study.parse import load_study_file
 
 SPEC = load_study_file(Path(__file__).resolve().parents[2] / "studies" / "smoke.toml").to_dict()
@@ -87,6 +88,9 @@ def _param(name: str) -> st.SearchStrategy[Any]:
 
 def make(storage: optuna.storages.BaseStorage, case: dict[str, Any]) -> str:
     name = f"lr-{uuid.uuid4().hex[:10]}"
+    if case["hpo"]:  # an hpo study's directions are its metrics' (others are damage)
+        case = {**case, "directions": metric_directions(
+            ["val_removed", "train_seconds"][:len(case["directions"])])}
     study = optuna.create_study(study_name=name, storage=storage, directions=case["directions"])
     if case.get("names") == "named":
         with warnings.catch_warnings():  # experimental in Optuna; hpo's studies all call it

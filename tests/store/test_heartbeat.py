@@ -67,3 +67,24 @@ def test_a_contract_hpo_did_not_write_is_one_line(value: object) -> None:
 def test_a_study_made_before_contracts_follows_the_variables_as_it_did() -> None:
     study = SimpleNamespace(study_name="old", user_attrs={})
     assert heartbeat.stored(study) is None  # type: ignore[arg-type]
+
+
+def test_a_trial_another_client_started_without_heartbeats_is_judged_like_any_other(
+        storage_url: str, study_file: Callable[..., Path]) -> None:
+    """A plain Optuna client's ask() leaves a RUNNING trial with no heartbeat row: workers would
+    wait for it for ever (the tester's hang). hpo gives it a first beat by the database's
+    clock; the study's grace period then judges it, and fail-stale fails it once that passed."""
+    import optuna
+
+    path = study_file()
+    name = load_study_file(path).name
+    create_study(load_study_file(path), open_storage(storage_url, create=True))
+    plain = optuna.load_study(study_name=name, storage=storage_url).ask()  # no heartbeat
+    r = CliRunner().invoke(app, ["fail-stale", name, "--storage", storage_url])
+    assert r.stdout.startswith(f"failed 0 of 1 running trial of '{name}'"), r.output
+    assert "heartbeat 0 s old, under the study's 30 s grace period" in r.stdout, r.output
+    age_heartbeat(storage_url, plain._trial_id, 31)  # its first beat, past the grace period
+    r = CliRunner().invoke(app, ["fail-stale", name, "--storage", storage_url])
+    assert r.stdout.startswith(f"failed 1 of 1 running trial of '{name}'"), r.output
+    storage = open_storage(storage_url)
+    assert load(name, storage)[0].trials[plain.number].state == TrialState.FAIL

@@ -145,3 +145,26 @@ def test_the_dashboard_names_a_damaged_study_and_keeps_a_failing_page_to_one_lin
         assert "\n" not in said[0] and "'BOGUS'" in said[0] and not caplog.records[0].exc_info
     finally:
         storage.engine.dispose()
+
+
+@pytest.mark.parametrize("change", ["DELETE FROM study_directions WHERE study_id = 1",
+                                    "UPDATE study_directions SET direction = 'MINIMIZE' "
+                                    "WHERE study_id = 1"])
+def test_directions_that_are_not_the_definitions_are_named_and_set_back(
+        two: Path, change: str) -> None:
+    """A deleted or flipped direction would rank the worst trial best (the tester's export of
+    the worst model): every reader refuses it in one line, `hpo studies` names it with the
+    statement that sets it back, and after that statement `best` is right again."""
+    right = cli(two, "best", "made", "--json").stdout
+    sql(two, change)
+    for optuna_path in (False, True):
+        for argv in (["best", "made"], ["export", "made", "--out", str(two / "m.pt")],
+                     ["trials", "made"]):
+            line = one_error(cli(two, *argv, optuna_path=optuna_path))
+            assert "study 'made': its stored directions" in line, (argv, line)
+            assert "maximize val_removed" in line, line
+        r = cli(two, "studies", optuna_path=optuna_path)
+        assert r.exit_code == 0 and "other" in r.stdout, r.output
+    assert "study_directions direction of objective 0" in r.stderr, r.stderr
+    run_the_fix(two, r.stderr)
+    assert cli(two, "best", "made", "--json").stdout == right
