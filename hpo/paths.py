@@ -33,8 +33,8 @@ def _check(path: Path, flag: str, inputs: Iterable[Path], overwrite: bool) -> Pa
         raise PathError(f"{flag} {path} is a directory; give a file path, e.g. {path}/out")
     for source in inputs:
         if source.exists() and path.exists() and os.path.samefile(source, path):
-            raise PathError(f"{flag} {path} is the input file itself; write to another path so "
-                            "the input is kept")
+            raise PathError(f"{flag} {path} is the input file itself ({source}, which this "
+                            "command reads); write to another path so the input is kept")
     if path.is_symlink() and not path.exists():
         raise PathError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does "
                         "not exist; remove the link or choose another path")

@@ -6,6 +6,7 @@ the other commands start without it.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -29,11 +30,11 @@ from hpo.cli.common import (
     warn,
 )
 from hpo.errors import HpoError, plural
-from hpo.paths import check_output, writing
+from hpo.paths import atomic_write, check_output, writing
 from hpo.results.artifacts import export_model, prune_artifacts, resolve_dir
 from hpo.results.dashboard import address, bind, is_loopback, journal_mode, make_app, serve
 from hpo.store.studies import load
-from hpo.store.urls import mask
+from hpo.store.urls import mask, parse, sqlite_path
 from hpo.task.curves import SPLITS, DataConfig
 from hpo.task.source import Source, verify
 
@@ -129,8 +130,8 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", metavar="", help="Overwrite --out.")] = False,
 ) -> None:
     """Download a trial's model file (the best trial's by default) for `hpo denoise`."""
-    check_output(out, "--out", overwrite=force)
     url, st = open_storage_url(storage)
+    check_output(out, "--out", _database(url), overwrite=force)
     s, _ = load(study, st)
     with writing(out, "--out"):
         t, meta = export_model(s, st, resolve_dir(artifacts, url), trial, out, force)
@@ -139,6 +140,12 @@ def export_cmd(
                f"{meta['shift']}; its model removes "
                + (f"{score:.2f} %" if isinstance(score, float) else "?")
                + f" of the noise on the study's validation curves) -> {out}")
+
+
+def _database(url: str) -> tuple[Path, ...]:
+    """The SQLite file a command reads, which no output may overwrite."""
+    path = sqlite_path(parse(url))
+    return () if path is None else (path,)
 
 
 @app.command("split")
@@ -156,18 +163,26 @@ def split_cmd(
     """Write a study's split (its signals on their original scale) for your own checks."""
     if split not in SPLITS:
         raise HpoError(f"SPLIT: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    url, st = open_storage_url(storage)
     for path, flag in ((clean, "--clean"), (noisy, "--noisy")):
-        check_output(path, flag, overwrite=force)
+        check_output(path, flag, _database(url), overwrite=force)
+    if Path(os.path.abspath(clean)) == Path(os.path.abspath(noisy)) or (
+            clean.exists() and noisy.exists() and os.path.samefile(clean, noisy)):
+        raise HpoError(f"--noisy {noisy} is the same file as --clean {clean}: the noisy signals "
+                       "would replace the clean ones; give two paths")
     from hpo.task.signals import write_signals
     from hpo.task.source import model_split
 
-    s, spec = load(study, open_storage_url(storage)[1])
+    s, spec = load(study, st)
     source = spec.source()
     verify(source, study)
     raw = model_split(source, split, study).raw
-    for path, flag, values in ((clean, "--clean", raw.clean), (noisy, "--noisy", raw.noisy)):
-        with writing(path, flag):
-            write_signals(path, values)
+    # Both or neither: each is written beside its path and renamed only when both are whole,
+    # so a failed second write leaves no first file to block the rerun.
+    with atomic_write(clean, "--clean", "the clean signals") as c, \
+            atomic_write(noisy, "--noisy", "the noisy signals") as n:
+        write_signals(c, raw.clean)
+        write_signals(n, raw.noisy)
     typer.echo(f"wrote the {split} split of '{s.study_name}' ({len(raw)} signals of "
                f"{raw.clean.shape[1]} points) -> {clean}, {noisy}")
 

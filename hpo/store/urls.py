@@ -91,6 +91,15 @@ def parse(url: str) -> URL:
     if u.host and "@" in u.host:
         raise StorageError(f"storage URL {mask(url)}: its user or password holds an unencoded "
                            f"'@'; write it as %40 ({WHERE})")
+    # Decoded, a %00 in a server's database name ends it early in libpq (the tester reached
+    # database tester1 through tester1%00junk): no part of a URL may hold a control character.
+    parts = {"user": u.username, "password": u.password, "host": u.host, "database": u.database,
+             **{f"option {k}": v for k, v in u.query.items()}}
+    for part, value in parts.items():
+        if any(_CONTROL.search(v) for v in ([value] if isinstance(value, str) else value or ())):
+            raise StorageError(f"storage URL {mask(url)}: its {part} holds control characters "
+                               f"(perhaps percent-encoded, such as %00 or %0A); remove them "
+                               f"({WHERE})")
     if u.get_backend_name() == "sqlite":
         if u.database in (None, "", ":memory:"):
             # An in-memory database dies with the process: no worker could ever join it.
