@@ -28,7 +28,7 @@ from hpo import env
 from hpo.env import DEFAULT_DIR
 from hpo.errors import ArtifactError, HpoError, one_line
 from hpo.paths import expand_home
-from hpo.store import optuna_api, queries
+from hpo.store import optuna_api, queries, stored
 from hpo.store.attrs import ARTIFACT_ERROR_ATTR, ARTIFACT_PREFIX, PRUNE_ATTR, dashboard_trial
 from hpo.store.queries import ARTIFACT_ID
 from hpo.store.urls import parse, sqlite_path
@@ -120,7 +120,11 @@ def export_model(study: optuna.Study, storage: optuna.storages.BaseStorage,
               if str(m.get("filename", "")).endswith(MODEL_SUFFIX)]
     if not models:
         why = trial.user_attrs.get(ARTIFACT_ERROR_ATTR)
+        foreign = stored.foreign_params(stored.spec(study.study_name, study.user_attrs),
+                                        trial.params)
         why = (f"its upload failed: {one_line(str(why))[:300]}" if why else
+               f"another client told it: its parameters {', '.join(foreign)} are not the "
+               "study's" if foreign else
                "pruned by `hpo artifacts prune`, or it ran with uploads off")
         raise ArtifactError(f"trial {trial.number} of '{study.study_name}' has no model file "
                             f"({why}); retrain its parameters with `hpo train ... --save`")

@@ -80,6 +80,7 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     rdb = optuna_api.rdb_of(storage)
     damaged: set[int] = set()
     counts = queries.state_counts_by_study(rdb, damaged=damaged) if rdb is not None else None
+    damaged |= queries.unranked(rdb) if rdb is not None else set()
     stopped = queries.interrupted_counts(rdb) if rdb is not None else {}
     extremes = queries.value_extremes(rdb) if rdb is not None else None
     out = []
@@ -153,6 +154,11 @@ def best_records(name: str, storage: optuna.storages.BaseStorage, top: int
     trials with their rescores, and its rescore attr (hpo.results.sqlite_reader gives the same
     from a SQLite file)."""
     study, metrics = open_study(name, storage)
+    rdb = optuna_api.rdb_of(storage)
+    sid = optuna_api.study_id(study)
+    if rdb is not None and sid in queries.unranked(rdb):
+        stored.tolerate(f"{damage.first_damage(rdb.engine, {sid})}; until then that trial is "
+                        "left out of the ranking")
     names = names_of(study)
     rescored = stored.rescores(name, study.user_attrs)
     return metrics, names, with_rescores(rescored, [trial_record(t, names) for t in best_trials(

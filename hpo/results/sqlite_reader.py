@@ -122,6 +122,8 @@ def _studies(url: str) -> list[dict[str, Any]]:
             "SELECT t.study_id, count(*) FROM trials t JOIN trial_user_attributes a ON "
             "a.trial_id = t.trial_id WHERE t.state = 'FAIL' AND a.key = ? AND a.value_json "
             "LIKE ? GROUP BY t.study_id", (FAIL_REASON_ATTR, f'"{INTERRUPTED}%')).fetchall())
+        if con.execute(UNRANKED + " LIMIT 1").fetchone():
+            raise NotHere("a value that does not read")  # Optuna's path names the study
         extremes: dict[int, list[float]] = {}
         for sid, vtype, lo, hi in con.execute(
                 "SELECT t.study_id, v.value_type, min(v.value), max(v.value) FROM trials t "
@@ -180,6 +182,8 @@ def _best(url: str, name: str, top: int
         if SPEC_ATTR not in attrs:
             raise NotHere(name)  # not hpo's: Optuna's path says so
         metrics = stored.metrics(name, attrs)
+        if con.execute(UNRANKED + " AND t.study_id = ?", (sid,)).fetchone():
+            raise NotHere(name)  # a value that does not read: Optuna's path names it
         if [d.lower() for d in dirs] != metric_directions(metrics):
             raise NotHere(name)  # damaged directions: Optuna's path names them
         found = con.execute("SELECT value_json FROM study_system_attributes WHERE study_id = ? "
@@ -209,6 +213,11 @@ TOP = {
                 "CASE v.value_type WHEN 'INF_NEG' THEN -1 WHEN 'FINITE' THEN 0 ELSE 1 END, "
                 "v.value, t.number LIMIT ?",
 }
+
+
+# A complete trial whose finite value is NULL (SQLite stores a NaN so): damage, which cannot rank.
+UNRANKED = ("SELECT 1 FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id WHERE "
+            "t.state = 'COMPLETE' AND v.value_type = 'FINITE' AND v.value IS NULL")
 
 
 def _top_ids(con: sqlite3.Connection, sid: int, direction: str, top: int) -> list[int]:

@@ -7,6 +7,7 @@ that repairs it; `explain` turns a failed read into that line (or a full disk's)
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Collection
 from typing import Any
@@ -52,9 +53,11 @@ def _number_problem(value: Any, vtype: Any, kinds: Collection[str]) -> str | Non
         return "is NULL (a finite value without its number)"
     if value is not None:
         try:
-            float(value)
+            number = float(value)
         except (TypeError, ValueError):
             return f"= {_shown(value)} is not a number"
+        if math.isnan(number):
+            return "is NaN (Optuna never stores NaN as a result; a trial that gave one failed)"
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import optuna
@@ -66,8 +67,23 @@ def state_counts(rdb: optuna.storages.RDBStorage, sid: int) -> dict[TrialState, 
 
 def _readable(V: Any) -> Any:
     """A stored value Optuna can read back: an infinity by its type, or a finite number (a NULL
-    finite value, which only damage or another tool leaves, is no value at all)."""
-    return sa.or_(V.value_type != V.TrialValueType.FINITE, V.value.isnot(None))
+    or NaN finite value, which only damage or another tool leaves, is no value at all: NaN
+    sorts above every number in PostgreSQL and would rank first; hpo.store.damage names it)."""
+    return sa.or_(V.value_type != V.TrialValueType.FINITE,
+                  V.value.between(-sys.float_info.max, sys.float_info.max))
+
+
+def unranked(rdb: optuna.storages.RDBStorage) -> set[int]:
+    """The studies with a complete trial whose finite value does not read (NULL or NaN): that
+    trial cannot rank, and the readers say so rather than leave it out without a word."""
+    m = optuna_api.models()
+    T, V = m.TrialModel, m.TrialValueModel
+    query = (sa.select(T.study_id).distinct().join(V, V.trial_id == T.trial_id)
+             .where(T.state == TrialState.COMPLETE, V.value_type == V.TrialValueType.FINITE,
+                    sa.or_(V.value.is_(None), sa.not_(V.value.between(  # NULL: three values
+                        -sys.float_info.max, sys.float_info.max)))))
+    with rdb.engine.connect() as con:
+        return {sid for (sid,) in con.execute(query)}
 
 
 def study_ids(rdb: optuna.storages.RDBStorage) -> list[tuple[int, str]]:

@@ -270,6 +270,7 @@ def test_a_home_of_a_user_this_machine_does_not_know_is_one_line(
     is written."""
     from typer.testing import CliRunner
 
+    from hpo import env
     from hpo.cli import app
     from hpo.paths import expand_home
 
@@ -280,8 +281,11 @@ def test_a_home_of_a_user_this_machine_does_not_know_is_one_line(
         expand_home("~nosuchuser/x", "HPO_X")
     smoke = str(Path(__file__).resolve().parents[2] / "studies" / "smoke.toml")
     db = tmp_path / "hpo.db"
+    monkeypatch.setenv("HPO_CACHE_DIR", "~nosuchuser/c")
+    with pytest.raises(PathError, match="^HPO_CACHE_DIR ~nosuchuser/c: this machine has no user"):
+        env.cache_dir()  # (`hpo baselines` may answer from this process's memory)
+    monkeypatch.delenv("HPO_CACHE_DIR")
     for variable, argv in (("HPO_ARTIFACTS", ["search", smoke, "--storage", f"sqlite:///{db}"]),
-                           ("HPO_CACHE_DIR", ["baselines"]),
                            ("HPO_STORAGE", ["studies"])):
         value = "sqlite:///~nosuchuser/h.db" if variable == "HPO_STORAGE" else "~nosuchuser/x"
         monkeypatch.setenv(variable, value)

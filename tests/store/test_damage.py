@@ -51,3 +51,33 @@ def test_a_damaged_trial_attribute_is_named_with_a_statement_that_repairs_it(
     assert not [d for d in damage.damage(storage.engine) if d.study == spec.name]
     assert optuna.load_study(study_name=spec.name, storage=storage).trials[1].user_attrs == {}
     storage.engine.dispose()
+
+
+def test_a_value_that_is_no_number_never_ranks_and_is_named(
+        storage_url: str, study_file: Callable[..., Path]) -> None:
+    """NaN sorts above every number in PostgreSQL: a damaged value ranked first in `best` and
+    was exported. A NaN (NULL on SQLite, which stores NaN so) is no result: `best` ranks the
+    trials that have one, and `hpo studies` names the damaged row."""
+    import pytest
+
+    spec = load_study_file(study_file())
+    storage = open_storage(storage_url, create=True, heartbeat=False)
+    study = ensure_study(spec, storage).study
+    for value in (10.0, 20.0):
+        t = study.ask()
+        study.tell(t, value)
+    V = optuna_api.models().TrialValueModel.__table__
+    try:
+        with storage.engine.begin() as con:
+            con.execute(sa.update(V).where(V.c.trial_id == study.trials[1]._trial_id)
+                        .values(value=float("nan")))
+    except sa.exc.DBAPIError:
+        pytest.skip("this database stores no NaN")  # MySQL refuses it
+    r = CliRunner().invoke(app, ["best", spec.name, "--json", "--storage", storage_url])
+    assert r.exit_code == 0, r.output
+    assert [t["number"] for t in __import__("json").loads(r.stdout)] == [0]
+    r = CliRunner().invoke(app, ["studies", "--storage", storage_url])
+    assert r.exit_code == 0, r.output
+    assert f"study '{spec.name}', trial 1: its stored trial_values value of objective 0 is" in (
+        r.stderr), r.stderr
+    storage.engine.dispose()

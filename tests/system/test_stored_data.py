@@ -122,6 +122,9 @@ def test_a_trial_with_foreign_parameters_is_shown_and_skipped_by_retraining(copy
     r = run(copy, "replay", "made", "1")
     one_line_or_ok(r)
     assert "dropout" in r.stderr and r.exit_code == 2
+    r = run(copy, "export", "made", "--trial", "1", "--out", str(copy / "m.pt"))
+    one_line_or_ok(r)
+    assert r.exit_code == 2 and "another client told it: its parameters dropout" in r.stderr
 
 
 def test_a_damaged_page_is_one_line(copy: Path) -> None:
