@@ -77,14 +77,17 @@ def write_error(path: Path, flag: str | None, e: BaseException, what: str = "the
     """One line naming the flag, the path and what was being written, with the real cause.
     `where`: the directory to name if the disk is full (default: the nearest existing one)."""
     reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e)
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
     if not isinstance(e, OSError):  # torch's RuntimeError hides the cause: ask the disk
         where = where or _existing_ancestor(path.absolute().parent)
         free = _free_bytes(where)
         if free is not None and free < NEARLY_FULL:
             reason = f"No space left on device: the disk holding {where} is full"
+            full = True
     head = f"{flag} {path}" if flag else str(path)
-    return PathError(f"{head}: cannot write {what} ({reason}); free space or choose another "
-                     "path")
+    # Only a full disk or a quota is fixed by freeing space (/proc/self/mem is not).
+    fix = "free space or choose another path" if full else "choose another path"
+    return PathError(f"{head}: cannot write {what} ({reason}); {fix}")
 
 
 def _free_bytes(d: Path) -> int | None:

@@ -27,6 +27,7 @@ from hpo.cli.common import (
     prog,
     say_error,
     threads_or_env,
+    unreadable,
     warn,
 )
 from hpo.env import resolve_url
@@ -34,6 +35,7 @@ from hpo.errors import HpoError, first_line
 from hpo.results.artifacts import resolve_dir
 from hpo.results.optuna_reader import best_trials, names_of, trial_record
 from hpo.results.records import trials_table
+from hpo.run.retrying import cause
 from hpo.run.supervisor import check_logs, log_dir, supervise
 from hpo.store import heartbeat
 from hpo.store.engines import open_storage, undo_new_sqlite_file
@@ -178,8 +180,10 @@ def worker(
         s = run_worker(resolve_url(storage), study, worker_index=worker_index,
                        threads=threads_or_env(threads))
     except Exception as e:
+        # The database's own reason, or a full disk named as such, rather than Optuna's
+        # wrapper ("invalid data in the commit, e.g. exceeding max length").
         lastwords.say_final(first_line(e) if isinstance(e, HpoError) else
-                            f"{type(e).__name__}: {first_line(e)}")
+                            unreadable(e) or f"{type(e).__name__}: {cause(e)}")
         raise
     except KeyboardInterrupt:
         err.print("worker interrupted; " + (

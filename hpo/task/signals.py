@@ -107,11 +107,16 @@ def is_header(cells: list[str]) -> bool:
 
 def write_signals(path: str | Path, signals: np.ndarray, *, flag: str | None = None,
                   what: str = "the signals") -> Path:
-    """Writes (n, length) signals as a CSV, one per row, atomically (hpo.paths.atomic_write): a
+    """Writes (n, length) signals as a CSV, one per row (a float32 .npy array when the name
+    ends in .npy), atomically (hpo.paths.atomic_write): a
     failed write (a full disk, a quota) leaves no partial file. With `flag`, such a failure is
     one line naming the flag and `what`; without, its OSError is raised for the caller's
     hpo.paths.writing to name."""
     path = Path(path)
+    if path.suffix.lower() == ".npy":  # as its name says: what `hpo score` and data files read
+        with atomic_write(path, flag, what) as tmp, tmp.open("wb") as b:
+            np.save(b, np.asarray(signals, dtype=np.float32), allow_pickle=False)
+        return path
     with atomic_write(path, flag, what) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         for row in signals:

@@ -125,6 +125,13 @@ def test_train_save_then_denoise_round_trip(tmp_path: Path, files: dict[str, Pat
     # The CSV holds 6 significant digits.
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, noisy, atol=1e-3)  # the model was actually applied
+    as_npy = tmp_path / "denoised.npy"  # an .npy output is an .npy file, as hpo score reads it
+    assert denoise(target, files["signals"], as_npy).exit_code == 0
+    np.testing.assert_allclose(np.load(as_npy, allow_pickle=False), expected, rtol=1e-6)
+    r = invoke("denoise", "--model", target, "--input", files["signals"], "--output",
+               "/proc/self/mem", "--force")  # not a place for files: no talk of free space
+    assert r.exit_code == 2 and "choose another path" in r.stderr, r.output
+    assert "free space" not in r.stderr
 
 
 def test_denoise_accepts_signals_of_another_length(tmp_path: Path, files: dict[str, Path]) -> None:
