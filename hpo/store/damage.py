@@ -31,10 +31,6 @@ def note_study(name: str) -> None:
         _NOTED.append(name)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
 
 def _json_problem(text: Any) -> str | None:
     if text is None:
@@ -42,20 +38,20 @@ def _json_problem(text: Any) -> str | None:
     try:
         json.loads(text)
     except (ValueError, TypeError) as e:
-        return f"= {_shown(text)} is not JSON ({first_line(e)[:80]})"
+        return f"= {stored.shown(text)} is not JSON ({first_line(e)[:80]})"
     return None
 
 
 def _number_problem(value: Any, vtype: Any, kinds: Collection[str]) -> str | None:
     if vtype not in kinds:
-        return f"has the value type {_shown(vtype)}, which Optuna does not know"
+        return f"has the value type {stored.shown(vtype)}, which Optuna does not know"
     if vtype == "FINITE" and value is None:
         return "is NULL (a finite value without its number)"
     if value is not None:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            return f"= {_shown(value)} is not a number"
+            return f"= {stored.shown(value)} is not a number"
         if math.isnan(number):
             return "is NaN (Optuna never stores NaN as a result; a trial that gave one failed)"
     return None
@@ -90,7 +86,7 @@ def _directions(engine: sa.engine.Engine, D: Any, sid: int, spec_json: Any,
                   if pk is None else
                   sa.update(D).where(D.c.study_direction_id == pk).values(direction=direction))
         add(sid, None, f"study_directions direction of objective {objective}",
-            "is missing" if got is None else f"is {_shown(got)}",
+            "is missing" if got is None else f"is {stored.shown(got)}",
             f"its definition says {direction} {metrics[objective]}; set it back "
             f"({statement(engine, repair)}), or {stored.RESTORE}")
 
@@ -134,7 +130,7 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
             stored_dirs.setdefault(sid, {})[objective] = (pk, direction)
             if direction not in StudyDirection.__members__:
                 add(sid, None, "study_directions direction",
-                    f"is {_shown(direction)}, not a direction Optuna knows", restore)
+                    f"is {stored.shown(direction)}, not a direction Optuna knows", restore)
         for sid, value in con.execute(of(sa.select(SU.c.study_id, SU.c.value_json)
                                          .where(SU.c.key == SPEC_ATTR), SU.c.study_id)):
             _directions(engine, D, sid, value, stored_dirs.get(sid, {}), add)
@@ -149,9 +145,9 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
                         if key == BUDGET_ATTR:
                             stored.budget("", {key: parsed})
                         elif not isinstance(parsed, dict):
-                            problem = f"= {_shown(parsed)} is not a study definition"
+                            problem = f"= {stored.shown(parsed)} is not a study definition"
                     except StorageError:
-                        problem = f"= {_shown(parsed)} is not a number of trials"
+                        problem = f"= {stored.shown(parsed)} is not a number of trials"
                 if problem is None:
                     continue
                 drop = statement(engine, sa.delete(table).where(pkc == pk))
@@ -163,7 +159,7 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
                 T.c.study_id)):
             if state not in TrialState.__members__:
                 add(sid, number, "state (trials.state)",
-                    f"is {_shown(state)}, not a trial state Optuna knows",
+                    f"is {stored.shown(state)}, not a trial state Optuna knows",
                     f"mark the trial failed ({statement(engine, fail_trial(tid))}), or {restore}")
 
         def trial_rows(*columns: Any, table: Any) -> Any:
@@ -186,7 +182,8 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
                 json_to_distribution(dist).to_external_repr(float(value))
                 continue
             except Exception as e:  # noqa: BLE001 - anything that does not read is the damage
-                problem = (f"(value {_shown(value)}, distribution {_shown(dist)}) does not read "
+                problem = (f"(value {stored.shown(value)}, distribution "
+                           f"{stored.shown(dist)}) does not read "
                            f"({type(e).__name__}: {first_line(e)[:80]})")
             add(sid, number, f"trial_params {name!r}", problem,
                 f"mark the trial failed without this parameter ("

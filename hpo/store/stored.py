@@ -44,13 +44,14 @@ def fix_of(key: str) -> str:
     return FIXES.get(key.split(".", 1)[0], RESTORE)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A stored value as a message quotes it: its repr, cut to 80 characters."""
     shown = repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _refuse(study: str, key: str, value: Any, want: str, fix: str | None = None) -> StorageError:
-    return StorageError(f"study '{study}': its stored {key} = {_shown(value)} is not {want}; it "
+    return StorageError(f"study '{study}': its stored {key} = {shown(value)} is not {want}; it "
                         f"was written by another tool or damaged: {fix or fix_of(key)}")
 
 
