@@ -31,7 +31,6 @@ def note_study(name: str) -> None:
         _NOTED.append(name)
 
 
-
 def _json_problem(text: Any) -> str | None:
     if text is None:
         return "is NULL, not JSON"
@@ -42,7 +41,10 @@ def _json_problem(text: Any) -> str | None:
     return None
 
 
-def _number_problem(value: Any, vtype: Any, kinds: Collection[str]) -> str | None:
+def _number_problem(value: Any, vtype: Any, kinds: Collection[str], *, nan_ok: bool = False
+                    ) -> str | None:
+    """Why a stored number does not read back, or None. A NaN result is damage (Optuna fails a
+    trial that returns one); a NaN report is not (`nan_ok`: Optuna reads it back as NaN)."""
     if vtype not in kinds:
         return f"has the value type {stored.shown(vtype)}, which Optuna does not know"
     if vtype == "FINITE" and value is None:
@@ -52,7 +54,7 @@ def _number_problem(value: Any, vtype: Any, kinds: Collection[str]) -> str | Non
             number = float(value)
         except (TypeError, ValueError):
             return f"= {stored.shown(value)} is not a number"
-        if math.isnan(number):
+        if math.isnan(number) and not nan_ok:
             return "is NaN (Optuna never stores NaN as a result; a trial that gave one failed)"
     return None
 
@@ -204,7 +206,7 @@ def damage(engine: sa.engine.Engine, study_ids: Collection[int] | None = None
                 IV.c.trial_intermediate_value_id, IV.c.step,
                 sa.type_coerce(IV.c.intermediate_value, text),
                 sa.type_coerce(IV.c.intermediate_value_type, text), table=IV):
-            problem = _number_problem(value, vtype, ikinds)
+            problem = _number_problem(value, vtype, ikinds, nan_ok=True)
             if problem is not None:
                 report = sa.delete(IV).where(IV.c.trial_intermediate_value_id == pk)
                 add(sid, number, f"trial_intermediate_values value of step {step}", problem,
