@@ -122,7 +122,7 @@ def _studies(url: str) -> list[dict[str, Any]]:
             "SELECT t.study_id, count(*) FROM trials t JOIN trial_user_attributes a ON "
             "a.trial_id = t.trial_id WHERE t.state = 'FAIL' AND a.key = ? AND a.value_json "
             "LIKE ? GROUP BY t.study_id", (FAIL_REASON_ATTR, f'"{INTERRUPTED}%')).fetchall())
-        if con.execute(UNRANKED + " LIMIT 1").fetchone():
+        if con.execute(UNRANKED[None]).fetchone():
             raise NotHere("a value that does not read")  # Optuna's path names the study
         extremes: dict[int, list[float]] = {}
         for sid, vtype, lo, hi in con.execute(
@@ -182,7 +182,7 @@ def _best(url: str, name: str, top: int
         if SPEC_ATTR not in attrs:
             raise NotHere(name)  # not hpo's: Optuna's path says so
         metrics = stored.metrics(name, attrs)
-        if con.execute(UNRANKED + " AND t.study_id = ?", (sid,)).fetchone():
+        if con.execute(UNRANKED["study"], (sid,)).fetchone():
             raise NotHere(name)  # a value that does not read: Optuna's path names it
         if [d.lower() for d in dirs] != metric_directions(metrics):
             raise NotHere(name)  # damaged directions: Optuna's path names them
@@ -216,8 +216,12 @@ TOP = {
 
 
 # A complete trial whose finite value is NULL (SQLite stores a NaN so): damage, which cannot rank.
-UNRANKED = ("SELECT 1 FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id WHERE "
-            "t.state = 'COMPLETE' AND v.value_type = 'FINITE' AND v.value IS NULL")
+# Constant statements only (tests/system/test_security.py): in any study, and in one.
+UNRANKED = {None: "SELECT 1 FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id WHERE "
+                  "t.state = 'COMPLETE' AND v.value_type = 'FINITE' AND v.value IS NULL LIMIT 1",
+            "study": "SELECT 1 FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                     "WHERE t.state = 'COMPLETE' AND v.value_type = 'FINITE' AND v.value IS "
+                     "NULL AND t.study_id = ? LIMIT 1"}
 
 
 def _top_ids(con: sqlite3.Connection, sid: int, direction: str, top: int) -> list[int]:
