@@ -35,7 +35,7 @@ from hpo.run.retrying import STORAGE_ERRORS, cause, retry
 from hpo.store import optuna_api
 from hpo.store.engines import check_identity, file_identity
 from hpo.store.recovery import fail_stale
-from hpo.store.studies import Counts, counts
+from hpo.store.studies import Counts, counts, interrupted_count
 from hpo.store.urls import mask, parse, sqlite_path
 
 
@@ -237,7 +237,7 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
                         TimeElapsedColumn(),
                         console=console, transient=False, refresh_per_second=2)
     task = progress.add_task("trials", total=c.budget, completed=c.finished, running=0,
-                             best="-", **_failures(c))
+                             best="-", **_failures(c, interrupted_count(study)))
     asked, killed, tick, best, best_at = False, False, 0, "-", -1
     with progress:
         while True:
@@ -264,18 +264,19 @@ def _watch(study: optuna.Study, procs: list[tuple[subprocess.Popen[bytes], Path]
                     if c.complete != best_at:
                         best, best_at = _best(study), c.complete
                     progress.update(task, total=c.budget, completed=c.finished,
-                                    running=c.running, best=best, **_failures(c))
+                                    running=c.running, best=best,
+                                    **_failures(c, interrupted_count(study)))
             if not alive:
                 break
             time.sleep(0.25)
             tick += 1
 
 
-def _failures(c: Counts) -> dict[str, Any]:
-    """Failed and interrupted counted apart, as `hpo studies` counts them: a trial stopped by
-    Ctrl-C did not fail (it is re-queued)."""
-    return {"failed": c.failed - c.interrupted,
-            "interrupted": f"  interrupted {c.interrupted}" if c.interrupted else ""}
+def _failures(c: Counts, stopped: int) -> dict[str, Any]:
+    """Failed and interrupted (`stopped`) counted apart, as `hpo studies` counts them: a trial
+    stopped by Ctrl-C did not fail (it is re-queued)."""
+    return {"failed": c.failed - stopped,
+            "interrupted": f"  interrupted {stopped}" if stopped else ""}
 
 
 def _send(procs: list[tuple[subprocess.Popen[bytes], Path]], sig: int) -> None:

@@ -205,7 +205,6 @@ class Counts:
     waiting: int
     failed: int  # the interrupted ones included: Optuna's FAIL
     budget: int
-    interrupted: int = 0  # failed because their worker was stopped (Ctrl-C), and re-queued
 
     @property
     def finished(self) -> int:
@@ -234,18 +233,24 @@ def counts(study: optuna.Study) -> Counts:
     """Asked under the budget lock before every claim and by the progress bar every second: a
     grouped count in the database, which costs the same with 10 trials or 10,000."""
     rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
-    interrupted = 0
     if rdb is not None:
         by_state = queries.state_counts(rdb, optuna_api.study_id(study))
-        interrupted = sum(queries.interrupted_counts(rdb, optuna_api.study_id(study)).values())
     else:
         by_state = dict.fromkeys(TrialState, 0)
         for t in study.get_trials(deepcopy=False):
             by_state[t.state] += 1
     return Counts(by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED],
                   by_state[TrialState.RUNNING], by_state[TrialState.WAITING],
-                  by_state[TrialState.FAIL], stored.budget(study.study_name, study.user_attrs) or 0,
-                  interrupted)
+                  by_state[TrialState.FAIL], stored.budget(study.study_name, study.user_attrs) or 0)
+
+
+def interrupted_count(study: optuna.Study) -> int:
+    """Failed trials whose worker was stopped (Ctrl-C, SIGTERM): re-queued, not failures. Apart
+    from counts(), which every claim asks under the budget lock: only the progress bar needs it."""
+    rdb = optuna_api.rdb_of(optuna_api.storage_of(study))
+    if rdb is None:
+        return 0
+    return sum(queries.interrupted_counts(rdb, optuna_api.study_id(study)).values())
 
 
 @contextlib.contextmanager
